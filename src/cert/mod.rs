@@ -1,0 +1,1 @@
+//! The cert module (being built).

@@ -1,0 +1,202 @@
+//! The command line: clap definitions, dispatch, output and exit codes.
+//!
+//! Each area of the tool has its own file (`cert`, `central`, `dps`, `workflow`, `emulator`)
+//! holding its clap types and a `run` function. `run` returns the exit code it wants (0 ok,
+//! 1 partial batch failure) or an error; [`main`] prints an error with its whole cause chain
+//! on one line per cause and exits 2. Nothing below the CLI depends on it.
+
+pub mod central;
+pub mod cert;
+pub mod dps;
+pub mod emulator;
+pub mod output;
+pub mod workflow;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit code: everything succeeded.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: a batch finished but some items failed (see the report).
+pub const EXIT_PARTIAL: i32 = 1;
+/// Exit code: the command failed (bad input, service error, I/O error).
+pub const EXIT_ERROR: i32 = 2;
+
+/// The error type of a command: any error, printed with its cause chain.
+pub type CliError = Box<dyn std::error::Error + Send + Sync + 'static>;
+/// What a command returns: its exit code, or an error (exit 2).
+pub type CliResult = Result<i32, CliError>;
+
+/// iotc: X.509 enrollment and device provisioning for Azure IoT Central and DPS.
+#[derive(Debug, Parser)]
+#[command(
+    name = "iotc",
+    version,
+    about,
+    long_about = "iotc makes certificates, drives the IoT Central REST API, registers devices \
+with DPS, and runs a local emulator of IoT Central + DPS.\n\n\
+Exit codes: 0 success, 1 a batch finished with failed devices, 2 error.",
+    after_help = "Examples:\n  iotc demo\n  iotc cert root --name root --out certs --no-password\n  iotc emulator --data-dir /tmp/emu"
+)]
+pub struct Cli {
+    /// Options shared by the commands that talk to IoT Central.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options of the commands that talk to an IoT Central application.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Application URL (https://myapp.azureiotcentral.com) or just its subdomain.
+    #[arg(long, env = "IOTC_APP_URL", global = true)]
+    pub app: Option<String>,
+    /// API token (`SharedAccessSignature sr=...`); a bearer token is read from IOTC_BEARER_TOKEN.
+    #[arg(long, env = "IOTC_API_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Extra CA certificate (PEM) to trust, for example the emulator's.
+    #[arg(long, env = "IOTC_CA_FILE", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = output::OutputFormat::Table, global = true)]
+    pub output: output::OutputFormat,
+    /// Named profile from the config file (see `iotc config`).
+    #[arg(long, env = "IOTC_PROFILE", global = true)]
+    pub profile: Option<String>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make, inspect and verify certificates (root, intermediate, device, verification, CSR).
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
+    /// Organizations of an IoT Central application.
+    #[command(subcommand)]
+    Org(central::OrgCommand),
+    /// Roles of an IoT Central application.
+    #[command(subcommand)]
+    Role(central::RoleCommand),
+    /// Users of an IoT Central application.
+    #[command(subcommand)]
+    User(central::UserCommand),
+    /// API tokens of an IoT Central application.
+    #[command(subcommand, name = "api-token")]
+    ApiToken(central::ApiTokenCommand),
+    /// Devices of an IoT Central application.
+    #[command(subcommand)]
+    Device(central::DeviceCommand),
+    /// Device groups of an IoT Central application.
+    #[command(subcommand, name = "device-group")]
+    DeviceGroup(central::DeviceGroupCommand),
+    /// Enrollment groups and their X.509 certificates.
+    #[command(subcommand, name = "enrollment-group")]
+    EnrollmentGroup(central::EnrollmentGroupCommand),
+    /// Device templates (list, get).
+    #[command(subcommand, name = "device-template")]
+    DeviceTemplate(central::DeviceTemplateCommand),
+    /// Named profiles (application URL, token, CA file) in the config file.
+    #[command(subcommand)]
+    Config(central::ConfigCommand),
+    /// Register a device with DPS, derive device keys.
+    #[command(subcommand)]
+    Dps(dps::DpsCommand),
+    /// One-command onboarding of an enrollment group and its devices.
+    #[command(subcommand)]
+    Onboard(workflow::OnboardCommand),
+    /// Factory batch provisioning from a manifest, with a crash-safe journal.
+    Provision(workflow::ProvisionArgs),
+    /// Run the whole flow on an embedded emulator and show what happened.
+    Demo(workflow::DemoArgs),
+    /// Run the local IoT Central + DPS emulator.
+    Emulator(emulator::EmulatorArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    init_logging();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_ERROR } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            print_error(e.as_ref());
+            EXIT_ERROR
+        }
+    }
+}
+
+fn run(cli: Cli) -> CliResult {
+    let global = cli.global;
+    match cli.command {
+        Command::Cert(cmd) => cert::run(cmd),
+        Command::Org(cmd) => central::run_org(cmd, &global),
+        Command::Role(cmd) => central::run_role(cmd, &global),
+        Command::User(cmd) => central::run_user(cmd, &global),
+        Command::ApiToken(cmd) => central::run_api_token(cmd, &global),
+        Command::Device(cmd) => central::run_device(cmd, &global),
+        Command::DeviceGroup(cmd) => central::run_device_group(cmd, &global),
+        Command::EnrollmentGroup(cmd) => central::run_enrollment_group(cmd, &global),
+        Command::DeviceTemplate(cmd) => central::run_device_template(cmd, &global),
+        Command::Config(cmd) => central::run_config(cmd, &global),
+        Command::Dps(cmd) => dps::run(cmd, &global),
+        Command::Onboard(cmd) => workflow::run_onboard(cmd, &global),
+        Command::Provision(args) => workflow::run_provision(args, &global),
+        Command::Demo(args) => workflow::run_demo(args, &global),
+        Command::Emulator(args) => emulator::run(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "iotc", &mut std::io::stdout());
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+/// Prints `error: <message>` and then each cause on its own `  caused by:` line.
+pub fn print_error(e: &(dyn std::error::Error + 'static)) {
+    eprintln!("error: {e}");
+    let mut source = e.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+}
+
+/// A multi-threaded tokio runtime for the async commands.
+pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

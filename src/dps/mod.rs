@@ -1,0 +1,1 @@
+//! The dps module (being built).

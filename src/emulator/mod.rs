@@ -1,0 +1,1 @@
+//! The emulator module (being built).
