@@ -1,15 +1,249 @@
-//! `iotc dps ...` (filled in by the DPS client work).
+//! `iotc dps ...`: register a device with DPS (X.509 or symmetric key) and derive device keys
+//! from enrollment group keys.
+//!
+//! Secrets can be given inline for quick tries, but each also has a `-file` form so they need
+//! not appear in the process list or the shell history.
 
-use super::{CliResult, GlobalArgs};
+use super::output::{print_json, print_table, OutputFormat};
+use super::{CliError, CliResult, GlobalArgs, EXIT_OK};
+use crate::dps::{self, Attestation, ClientOptions, X509Identity};
+use crate::ids::{IdScope, RegistrationId};
+use crate::secret::Secret;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// DPS commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum DpsCommand {
-    /// Register a device.
-    Register,
+    /// Register a device with DPS and print its assigned hub and device id.
+    #[command(after_help = "Examples:\n  \
+        iotc dps register --id-scope 0ne0000000A --registration-id dev-1 \\\n    \
+        --cert certs/dev-1_fullchain.pem --key certs/dev-1_key.pem --key-password-file pw.txt\n  \
+        iotc dps register --id-scope 0ne0000000A --registration-id dev-2 --group-key-file group.key\n  \
+        iotc dps register --endpoint https://127.0.0.1:8443 --ca-file emu/ca_cert.pem ...")]
+    Register(Box<RegisterArgs>),
+    /// Derive a device key from an enrollment group key:
+    /// base64(HMAC-SHA256(base64decode(group key), registration id)).
+    #[command(name = "derive-key")]
+    DeriveKey(DeriveKeyArgs),
+}
+
+/// Arguments of `iotc dps register`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("credential").required(true).args(
+    ["cert", "pfx", "symmetric_key", "symmetric_key_file", "group_key", "group_key_file"])))]
+pub struct RegisterArgs {
+    /// The ID scope of the DPS instance (IoT Central: Permissions > Device connection groups).
+    #[arg(long, env = "IOTC_ID_SCOPE")]
+    pub id_scope: IdScope,
+    /// The registration id (the device id; for X.509 the certificate's CN).
+    #[arg(long)]
+    pub registration_id: RegistrationId,
+    /// Device certificate PEM: the leaf, then its intermediates (a `_fullchain.pem`).
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key PEM of the device certificate (PKCS#8, encrypted PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// PKCS#12 file holding the device key and its certificate chain (instead of --cert/--key).
+    #[arg(long)]
+    pub pfx: Option<PathBuf>,
+    /// File holding the password of an encrypted key or of the PKCS#12 file.
+    #[arg(long)]
+    pub key_password_file: Option<PathBuf>,
+    /// The device's symmetric key (base64).
+    #[arg(long)]
+    pub symmetric_key: Option<String>,
+    /// File holding the device's symmetric key.
+    #[arg(long)]
+    pub symmetric_key_file: Option<PathBuf>,
+    /// An enrollment group key (base64): the device key is derived from it.
+    #[arg(long)]
+    pub group_key: Option<String>,
+    /// File holding an enrollment group key.
+    #[arg(long)]
+    pub group_key_file: Option<PathBuf>,
+    /// DPS endpoint (base URL).
+    #[arg(long, env = "IOTC_DPS_ENDPOINT", default_value = dps::wire::GLOBAL_ENDPOINT)]
+    pub endpoint: String,
+    /// Custom payload (JSON), for example '{"modelId":"dtmi:com:example:Thermostat;1"}'.
+    #[arg(long)]
+    pub payload: Option<String>,
+    /// api-version to send.
+    #[arg(long, default_value = dps::wire::API_VERSION)]
+    pub api_version: String,
+    /// Give up when the registration is not assigned within this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub deadline: u64,
+}
+
+/// Arguments of `iotc dps derive-key`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("key").required(true).args(["group_key", "group_key_file"])))]
+pub struct DeriveKeyArgs {
+    /// The enrollment group key (base64).
+    #[arg(long)]
+    pub group_key: Option<String>,
+    /// File holding the enrollment group key.
+    #[arg(long)]
+    pub group_key_file: Option<PathBuf>,
+    /// The registration id to derive the key for.
+    #[arg(long)]
+    pub registration_id: RegistrationId,
 }
 
 /// Runs a dps command.
-pub fn run(_cmd: DpsCommand, _global: &GlobalArgs) -> CliResult {
-    Err("not implemented yet".into())
+pub fn run(cmd: DpsCommand, global: &GlobalArgs) -> CliResult {
+    match cmd {
+        DpsCommand::DeriveKey(args) => derive_key(args, global),
+        DpsCommand::Register(args) => register(*args, global),
+    }
+}
+
+fn derive_key(args: DeriveKeyArgs, global: &GlobalArgs) -> CliResult {
+    let group = secret_arg(args.group_key, args.group_key_file.as_deref(), "group key")?;
+    let key = dps::derive_device_key(group.expose(), args.registration_id.as_str())?;
+    match global.output {
+        OutputFormat::Json => print_json(&serde_json::json!({
+            "registrationId": args.registration_id,
+            "deviceKey": key,
+        }))?,
+        OutputFormat::Table => println!("{}", key.expose()),
+    }
+    Ok(EXIT_OK)
+}
+
+fn register(args: RegisterArgs, global: &GlobalArgs) -> CliResult {
+    let password = match &args.key_password_file {
+        Some(p) => Some(read_secret_file(p, "key password")?),
+        None => None,
+    };
+    let attestation = if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        let cert_pem = read(cert)?;
+        let key_pem = zeroize::Zeroizing::new(read(key)?);
+        Attestation::X509(X509Identity::from_pem(
+            &cert_pem,
+            &key_pem,
+            password.as_ref().map(|p| p.expose()),
+        )?)
+    } else if let Some(pfx) = &args.pfx {
+        let der = read(pfx)?;
+        let pw = password.as_ref().map(|p| p.expose()).unwrap_or("");
+        Attestation::X509(X509Identity::from_pkcs12(&der, pw)?)
+    } else if args.group_key.is_some() || args.group_key_file.is_some() {
+        let group = secret_arg(args.group_key, args.group_key_file.as_deref(), "group key")?;
+        Attestation::SymmetricKey(dps::derive_device_key(
+            group.expose(),
+            args.registration_id.as_str(),
+        )?)
+    } else {
+        Attestation::SymmetricKey(secret_arg(
+            args.symmetric_key,
+            args.symmetric_key_file.as_deref(),
+            "symmetric key",
+        )?)
+    };
+    if let Attestation::X509(id) = &attestation {
+        if let Some(cn) = id.common_name() {
+            if cn != args.registration_id.as_str() {
+                tracing::warn!(
+                    "the certificate's CN {cn:?} is not the registration id {:?}: DPS will refuse it",
+                    args.registration_id.as_str()
+                );
+            }
+        }
+    }
+    let payload = match &args.payload {
+        Some(text) => Some(
+            serde_json::from_str::<serde_json::Value>(text)
+                .map_err(|e| format!("--payload is not JSON: {e}"))?,
+        ),
+        None => None,
+    };
+    let ca_pem = match &global.ca_file {
+        Some(p) => Some(read(p)?),
+        None => None,
+    };
+    let opts = ClientOptions {
+        endpoint: args.endpoint.clone(),
+        api_version: args.api_version.clone(),
+        ca_pem,
+        deadline: Duration::from_secs(args.deadline),
+        ..ClientOptions::default()
+    };
+    let rt = super::runtime()?;
+    let result = rt.block_on(dps::register(
+        args.id_scope.clone(),
+        &args.registration_id,
+        attestation,
+        opts,
+        payload,
+    ))?;
+    match global.output {
+        OutputFormat::Json => print_json(&result)?,
+        OutputFormat::Table => {
+            let group = result
+                .x509
+                .as_ref()
+                .and_then(|x| x.enrollment_group_id.clone())
+                .or_else(|| {
+                    result
+                        .symmetric_key
+                        .as_ref()
+                        .and_then(|s| s.enrollment_group_id.clone())
+                })
+                .unwrap_or_default();
+            let row = vec![
+                result.registration_id.clone().unwrap_or_default(),
+                result.device_id.clone().unwrap_or_default(),
+                result.assigned_hub.clone().unwrap_or_default(),
+                result
+                    .status
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+                result
+                    .substatus
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+                group,
+            ];
+            print_table(
+                &[
+                    "REGISTRATION ID",
+                    "DEVICE ID",
+                    "ASSIGNED HUB",
+                    "STATUS",
+                    "SUBSTATUS",
+                    "ENROLLMENT GROUP",
+                ],
+                &[row],
+            );
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()).into())
+}
+
+fn read_secret_file(path: &Path, what: &str) -> Result<Secret, CliError> {
+    let bytes = zeroize::Zeroizing::new(read(path)?);
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| format!("the {what} file {} is not UTF-8", path.display()))?;
+    let text = text.trim_end_matches(['\r', '\n']);
+    if text.is_empty() {
+        return Err(format!("the {what} file {} is empty", path.display()).into());
+    }
+    Ok(Secret::new(text))
+}
+
+fn secret_arg(inline: Option<String>, file: Option<&Path>, what: &str) -> Result<Secret, CliError> {
+    match (inline, file) {
+        (Some(v), _) => Ok(Secret::new(v.trim())),
+        (None, Some(p)) => read_secret_file(p, what),
+        (None, None) => Err(format!("no {what} given").into()),
+    }
 }

@@ -1,0 +1,28 @@
+//! Device templates: read here (list, get) so that devices can name one.
+
+use super::client::{Call, Client};
+use super::error::Error;
+use super::models::DeviceTemplate;
+use super::pager::{Accepts, ListOptions, Pager};
+use reqwest::Method;
+
+impl Client {
+    /// Lists the device templates (`DeviceTemplates_List`); filter, orderby and maxpagesize
+    /// switch to the preview api-version.
+    pub fn list_device_templates(&self, options: &ListOptions) -> Pager<DeviceTemplate> {
+        Pager::new(
+            self,
+            "DeviceTemplates_List",
+            &["deviceTemplates"],
+            options,
+            Some(Accepts::All),
+        )
+    }
+
+    /// Gets one device template by its DTMI (`DeviceTemplates_Get`).
+    pub async fn get_device_template(&self, id: &str) -> Result<DeviceTemplate, Error> {
+        let op = "DeviceTemplates_Get";
+        let url = self.url(op, &["deviceTemplates", id], false)?;
+        self.json(Call::new(op, Method::GET, url)).await
+    }
+}
