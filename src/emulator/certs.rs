@@ -1,43 +1,13 @@
 //! The certificate checks the IoT Central API needs: decoding the `certificate` strings of
 //! the certificate APIs, thumbprints, and the proof-of-possession check of `verify`.
 //!
-//! These are thin, local functions over x509-parser so the emulator does not wait on the
-//! cert module; they keep the same names and meaning as `crate::cert`'s
-//! (`decode_certificate_string`, `sha1_thumbprint`, `verify_signed_by`).
-
-use base64::Engine;
-use sha1::{Digest, Sha1};
+//! They wrap `crate::cert` (decoding, thumbprints, signature checks) and turn its errors into
+//! the messages the API answers with; the validity check of `verify` is added here.
 
 /// Decodes a `certificate` string: base64 of a PEM file (what the docs' convert.js makes)
 /// or base64 of DER. Returns the first certificate's DER.
 pub fn decode_certificate_string(s: &str) -> Result<Vec<u8>, String> {
-    let cleaned: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    if cleaned.is_empty() {
-        return Err("the certificate is empty".into());
-    }
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(cleaned.as_bytes())
-        .map_err(|e| format!("the certificate is not base64 (of a PEM file or of DER): {e}"))?;
-    let der = if raw.starts_with(b"-----BEGIN") || raw.windows(11).any(|w| w == b"-----BEGIN ") {
-        let text = String::from_utf8_lossy(&raw);
-        let start_tag = "-----BEGIN CERTIFICATE-----";
-        let end_tag = "-----END CERTIFICATE-----";
-        let start = text
-            .find(start_tag)
-            .ok_or("the PEM holds no CERTIFICATE block")?;
-        let rest = &text[start + start_tag.len()..];
-        let end = rest
-            .find(end_tag)
-            .ok_or("the PEM CERTIFICATE block has no END line")?;
-        let body: String = rest[..end].chars().filter(|c| !c.is_whitespace()).collect();
-        base64::engine::general_purpose::STANDARD
-            .decode(body.as_bytes())
-            .map_err(|e| format!("the PEM CERTIFICATE block is not base64: {e}"))?
-    } else {
-        raw
-    };
-    parse(&der)?;
-    Ok(der)
+    crate::cert::decode_certificate_string(s).map_err(|e| e.to_string())
 }
 
 fn parse(der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_>, String> {
@@ -52,10 +22,7 @@ fn parse(der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_>, St
 
 /// SHA-1 of the DER, 40 uppercase hex characters.
 pub fn sha1_thumbprint(der: &[u8]) -> String {
-    Sha1::digest(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect()
+    crate::cert::sha1_thumbprint(der)
 }
 
 /// The subject common name.
@@ -87,6 +54,7 @@ pub fn verify_signed_by(cert_der: &[u8], issuer_der: &[u8]) -> Result<(), String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
 
     fn make(
         cn: &str,

@@ -51,72 +51,52 @@ fn pki_err(what: &str, e: impl std::fmt::Display) -> EmulatorError {
     EmulatorError::Tls(format!("{what}: {e}"))
 }
 
-fn ca_params() -> rcgen::CertificateParams {
-    let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "iotc emulator CA");
-    p.distinguished_name
-        .push(rcgen::DnType::OrganizationName, "iotc emulator");
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-    p.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let now = time::OffsetDateTime::now_utc();
-    p.not_before = now - time::Duration::days(1);
-    p.not_after = now + time::Duration::days(3650);
-    p
-}
-
-/// Loads the CA from `data_dir` (or makes one), issues a fresh server certificate for
-/// `localhost` and `127.0.0.1`, and builds the acceptor configuration.
+/// Loads the CA from `data_dir` (or makes one with `crate::cert`), issues a fresh server
+/// certificate for `localhost` and `127.0.0.1`, and builds the acceptor configuration.
 pub fn load_or_create(data_dir: &Path) -> Result<Pki, EmulatorError> {
+    use crate::cert::{Authority, CaOptions, LeafOptions};
     let cert_path = data_dir.join(CA_CERT_FILE);
     let key_path = data_dir.join(CA_KEY_FILE);
-    let (ca_cert_pem, ca_key) = if cert_path.exists() && key_path.exists() {
-        let cert_pem = std::fs::read_to_string(&cert_path)
-            .map_err(|e| EmulatorError::Io(format!("read {}", cert_path.display()), e))?;
-        let key_pem = std::fs::read_to_string(&key_path)
-            .map_err(|e| EmulatorError::Io(format!("read {}", key_path.display()), e))?;
-        let key = rcgen::KeyPair::from_pem(&key_pem).map_err(|e| pki_err("CA key", e))?;
-        (cert_pem, key)
+    let ca = if cert_path.exists() && key_path.exists() {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p)
+                .map_err(|e| EmulatorError::Io(format!("read {}", p.display()), e))
+        };
+        Authority::from_pem(&read(&cert_path)?, &read(&key_path)?, None, None)
+            .map_err(|e| pki_err("the CA in the data folder", e))?
     } else {
-        let key = rcgen::KeyPair::generate().map_err(|e| pki_err("CA key", e))?;
-        let cert = ca_params()
-            .self_signed(&key)
-            .map_err(|e| pki_err("CA certificate", e))?;
-        write_private(&key_path, key.serialize_pem().as_bytes())?;
-        std::fs::write(&cert_path, cert.pem())
+        let ca = Authority::new_root(&CaOptions {
+            cn: Some("iotc emulator CA".into()),
+            path_len: Some(0),
+            ..CaOptions::default()
+        })
+        .map_err(|e| pki_err("CA", e))?;
+        let key = ca
+            .issued()
+            .key
+            .as_ref()
+            .ok_or_else(|| pki_err("CA", "no private key"))?;
+        write_private(&key_path, key.pkcs8_pem().expose().as_bytes())?;
+        std::fs::write(&cert_path, ca.cert_pem())
             .map_err(|e| EmulatorError::Io(format!("write {}", cert_path.display()), e))?;
-        (cert.pem(), key)
+        ca
     };
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert_pem, &ca_key)
-        .map_err(|e| pki_err("CA certificate", e))?;
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+    let server = ca
+        .issue_server(
+            &["localhost"],
+            &[std::net::IpAddr::from([127, 0, 0, 1])],
+            &LeafOptions::default(),
+        )
         .map_err(|e| pki_err("server certificate", e))?;
-    params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
-            127, 0, 0, 1,
-        ])));
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "localhost");
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-    params.use_authority_key_identifier_extension = true;
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(365);
-    let server_key = rcgen::KeyPair::generate().map_err(|e| pki_err("server key", e))?;
-    let server_cert = params
-        .signed_by(&server_key, &issuer)
-        .map_err(|e| pki_err("server certificate", e))?;
-    let ca_der = rustls_pki_types::pem::PemObject::from_pem_slice(ca_cert_pem.as_bytes())
-        .map_err(|e: rustls_pki_types::pem::Error| pki_err("CA certificate PEM", e))?;
-    let chain: Vec<CertificateDer<'static>> = vec![server_cert.der().clone(), ca_der];
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der()));
+    let server_key = server
+        .key
+        .as_ref()
+        .ok_or_else(|| pki_err("server certificate", "no private key"))?;
+    let chain: Vec<CertificateDer<'static>> = vec![
+        CertificateDer::from(server.cert_der.clone()),
+        CertificateDer::from(ca.cert_der().to_vec()),
+    ];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.pkcs8_der().to_vec()));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = Arc::new(AnyClientCert {
         algorithms: provider.signature_verification_algorithms,
@@ -130,7 +110,7 @@ pub fn load_or_create(data_dir: &Path) -> Result<Pki, EmulatorError> {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Pki {
         ca_cert_path: cert_path,
-        ca_cert_pem,
+        ca_cert_pem: ca.cert_pem().to_owned(),
         server_config: Arc::new(config),
     })
 }

@@ -398,7 +398,14 @@ pub(crate) fn json_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::invalid_body("the request needs a JSON body"));
     }
-    serde_json::from_slice(body)
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid_body(format!("the request body is not valid JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::invalid_body(
+            "the request body must be a JSON object",
+        ));
+    }
+    serde_json::from_value(v)
         .map_err(|e| ApiError::invalid_body(format!("the request body is not valid: {e}")))
 }
 
