@@ -10,3 +10,4 @@ pub mod bundle;
 pub mod journal;
 pub mod manifest;
 pub mod report;
+pub mod provision;
