@@ -11,3 +11,4 @@ pub mod journal;
 pub mod manifest;
 pub mod report;
 pub mod provision;
+pub mod services;
