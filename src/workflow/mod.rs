@@ -9,6 +9,7 @@
 pub mod bundle;
 pub mod journal;
 pub mod manifest;
-pub mod report;
+pub mod onboard;
 pub mod provision;
+pub mod report;
 pub mod services;

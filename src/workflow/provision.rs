@@ -118,7 +118,10 @@ pub enum StoredCredential {
 /// The services a batch talks to.
 pub trait Services: Send + Sync + 'static {
     /// Creates (or updates to the manifest's values) the IoT Central device.
-    fn create_device(&self, rec: &DeviceRecord) -> impl Future<Output = Result<(), StepError>> + Send;
+    fn create_device(
+        &self,
+        rec: &DeviceRecord,
+    ) -> impl Future<Output = Result<(), StepError>> + Send;
     /// Registers the device with DPS and waits for the assignment.
     fn register(
         &self,
@@ -191,6 +194,46 @@ pub enum BatchError {
     /// A worker task panicked.
     #[error("a worker stopped unexpectedly: {0}")]
     Worker(String),
+    /// The report could not be written.
+    #[error(transparent)]
+    Report(#[from] super::report::ReportError),
+}
+
+/// Runs the batch of `journal` and writes its report to `report_path` (JSON). The report
+/// counts every device of the journal, including those done by earlier runs.
+pub async fn run_and_report<S: Services, I: Issuer>(
+    journal: super::journal::Journal,
+    services: S,
+    issuer: I,
+    opts: BatchOptions,
+    report_path: Option<&std::path::Path>,
+    stop: Arc<AtomicBool>,
+) -> Result<super::report::Report, BatchError> {
+    let meta = journal.meta().clone();
+    let journal_path = journal.path().to_owned();
+    let out_dir = opts.out_dir.clone();
+    let writer = JournalWriter::spawn(journal);
+    let started_at = super::report::now_rfc3339();
+    let clock = std::time::Instant::now();
+    let stats = run_batch(writer.clone(), services, issuer, opts, stop).await?;
+    let elapsed = clock.elapsed();
+    let counts = writer.counts().await?;
+    let failures = writer.failures().await?;
+    let report = super::report::Report::new(
+        &meta,
+        &journal_path,
+        &out_dir,
+        false,
+        started_at,
+        elapsed,
+        counts,
+        stats.completed,
+        failures,
+    );
+    if let Some(path) = report_path {
+        report.write_json(path)?;
+    }
+    Ok(report)
 }
 
 struct Shared<S, I> {
@@ -235,7 +278,7 @@ pub async fn run_batch<S: Services, I: Issuer>(
     let mut after = 0i64;
     let page = (concurrency * 4).clamp(64, 1024);
     let collect = |r: Result<Result<DeviceOutcome, BatchError>, tokio::task::JoinError>,
-                       stats: &mut RunStats|
+                   stats: &mut RunStats|
      -> Result<(), BatchError> {
         match r.map_err(|e| BatchError::Worker(e.to_string()))?? {
             DeviceOutcome::Done => {
@@ -400,7 +443,11 @@ async fn commit<S, I>(
     rec.assigned_hub = hub.or(rec.assigned_hub.take());
     rec.dps_device_id = dev.or(rec.dps_device_id.take());
     let n = shared.commits.fetch_add(1, Ordering::SeqCst) + 1;
-    if shared.opts.crash_after_commits.is_some_and(|limit| n >= limit) {
+    if shared
+        .opts
+        .crash_after_commits
+        .is_some_and(|limit| n >= limit)
+    {
         shared.stop.store(true, Ordering::SeqCst);
         return Err(AttemptError::Stopped);
     }
@@ -467,7 +514,12 @@ async fn attempt<S: Services, I: Issuer>(
                 let from = rec.state;
                 if needs_central_device(rec) {
                     shared.services.create_device(rec).await?;
-                    commit(shared, rec, Transition::new(&id, from, State::DeviceCreated)).await?;
+                    commit(
+                        shared,
+                        rec,
+                        Transition::new(&id, from, State::DeviceCreated),
+                    )
+                    .await?;
                 } else {
                     commit(shared, rec, Transition::new(&id, from, State::Registering)).await?;
                 }
@@ -530,7 +582,10 @@ fn bundle_contents(rec: &DeviceRecord, opts: &BatchOptions) -> Result<BundleCont
         StoredCredential::SymmetricKey(device_key) => Credential::SymmetricKey { device_key },
     };
     Ok(BundleContents {
-        device_id: rec.dps_device_id.clone().unwrap_or_else(|| rec.device_id.clone()),
+        device_id: rec
+            .dps_device_id
+            .clone()
+            .unwrap_or_else(|| rec.device_id.clone()),
         registration_id: rec.device_id.clone(),
         id_scope: opts.id_scope.clone(),
         assigned_hub: rec.assigned_hub.clone().unwrap_or_default(),
@@ -562,7 +617,12 @@ mod tests {
 
     impl Services for Arc<Fake> {
         async fn create_device(&self, rec: &DeviceRecord) -> Result<(), StepError> {
-            *self.created.lock().unwrap().entry(rec.device_id.clone()).or_default() += 1;
+            *self
+                .created
+                .lock()
+                .unwrap()
+                .entry(rec.device_id.clone())
+                .or_default() += 1;
             Ok(())
         }
         async fn register(
@@ -579,7 +639,9 @@ mod tests {
                     assert_eq!(k.expose(), format!("SYM-{}", rec.device_id))
                 }
             }
-            if let Some((left, retryable)) = self.fail_register.lock().unwrap().get_mut(&rec.device_id) {
+            if let Some((left, retryable)) =
+                self.fail_register.lock().unwrap().get_mut(&rec.device_id)
+            {
                 if *left > 0 {
                     *left -= 1;
                     return Err(StepError {
@@ -588,7 +650,12 @@ mod tests {
                     });
                 }
             }
-            *self.registered.lock().unwrap().entry(rec.device_id.clone()).or_default() += 1;
+            *self
+                .registered
+                .lock()
+                .unwrap()
+                .entry(rec.device_id.clone())
+                .or_default() += 1;
             if let Some(left) = self.lose_answer.lock().unwrap().get_mut(&rec.device_id) {
                 if *left > 0 {
                     *left -= 1;
@@ -627,7 +694,12 @@ mod tests {
 
     impl Issuer for Arc<CountingIssuer> {
         fn issue(&self, id: &RegistrationId) -> Result<NewCredential, StepError> {
-            *self.issued.lock().unwrap().entry(id.to_string()).or_default() += 1;
+            *self
+                .issued
+                .lock()
+                .unwrap()
+                .entry(id.to_string())
+                .or_default() += 1;
             Ok(if self.symmetric {
                 NewCredential::SymmetricKey(Secret::new(format!("SYM-{id}")))
             } else {
@@ -719,8 +791,18 @@ mod tests {
             let reg = self.fake.registered.lock().unwrap();
             let issued = self.issuer.issued.lock().unwrap();
             for rec in j.all().unwrap() {
-                assert_eq!(reg.get(&rec.device_id), Some(&1), "{} registered once", rec.device_id);
-                assert_eq!(issued.get(&rec.device_id), Some(&1), "{} issued once", rec.device_id);
+                assert_eq!(
+                    reg.get(&rec.device_id),
+                    Some(&1),
+                    "{} registered once",
+                    rec.device_id
+                );
+                assert_eq!(
+                    issued.get(&rec.device_id),
+                    Some(&1),
+                    "{} issued once",
+                    rec.device_id
+                );
                 assert!(rec.secret.is_none());
                 let b = bundle::check(&self.dir.path().join("out").join(&rec.device_id)).unwrap();
                 assert_eq!(b.assigned_hub, "hub-1");
@@ -738,7 +820,8 @@ mod tests {
         b.assert_all_done_exactly_once(40);
         assert_eq!(b.fake.created.lock().unwrap().len(), 40);
         assert_eq!(b.fake.lookups.load(Ordering::SeqCst), 0);
-        let key = std::fs::read_to_string(b.dir.path().join("out/dev-007/dev-007_key.pem")).unwrap();
+        let key =
+            std::fs::read_to_string(b.dir.path().join("out/dev-007/dev-007_key.pem")).unwrap();
         assert_eq!(key, "KEY-dev-007");
         // A rerun finds nothing to do.
         assert_eq!(b.run(None), RunStats::default());
@@ -763,7 +846,11 @@ mod tests {
     #[test]
     fn a_lost_answer_is_looked_up_not_registered_again() {
         let b = Batch::new(3, false, false);
-        b.fake.lose_answer.lock().unwrap().insert("dev-001".into(), 1);
+        b.fake
+            .lose_answer
+            .lock()
+            .unwrap()
+            .insert("dev-001".into(), 1);
         let stats = b.run(None);
         assert_eq!(stats.completed, 3);
         b.assert_all_done_exactly_once(3);
@@ -773,13 +860,16 @@ mod tests {
     #[test]
     fn failures_are_recorded_and_retried_on_resume() {
         let b = Batch::new(5, true, false);
-        b.fake
-            .fail_register
-            .lock()
-            .unwrap()
-            .extend([("dev-001".to_string(), (1, true)), ("dev-003".to_string(), (10, false))]);
+        b.fake.fail_register.lock().unwrap().extend([
+            ("dev-001".to_string(), (1, true)),
+            ("dev-003".to_string(), (10, false)),
+        ]);
         let stats = b.run(None);
-        assert_eq!((stats.completed, stats.failed), (4, 1), "a transient failure is retried in-run");
+        assert_eq!(
+            (stats.completed, stats.failed),
+            (4, 1),
+            "a transient failure is retried in-run"
+        );
         let f = b.journal().failures().unwrap();
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].0, "dev-003");

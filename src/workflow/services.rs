@@ -6,9 +6,11 @@
 //! and say whether a retry may help, using each client's own `is_retryable`.
 
 use super::journal::DeviceRecord;
-use super::provision::{chain, Assignment, Issuer, NewCredential, Services, StepError, StoredCredential};
-use crate::cert::{Authority, LeafOptions};
+use super::provision::{
+    chain, Assignment, Issuer, NewCredential, Services, StepError, StoredCredential,
+};
 use crate::central::models::Device;
+use crate::cert::{Authority, LeafOptions};
 use crate::ids::{IdScope, RegistrationId};
 use crate::secret::Secret;
 use std::sync::Arc;
