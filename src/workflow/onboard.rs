@@ -63,6 +63,15 @@ pub enum OnboardError {
         #[source]
         source: Box<crate::central::Error>,
     },
+    /// A folder could not be made.
+    #[error("cannot create {path}")]
+    Io {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The CA files are half there.
     #[error("{0}")]
     IncompleteCa(String),
@@ -171,11 +180,9 @@ fn write_ca(prefix: &Path, ca: &Authority, password: Option<&Secret>) -> Result<
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        cert_err(format!("cannot create {}", dir.display()))(cert::CertError::Write {
-            path: dir.clone(),
-            source: e,
-        })
+    std::fs::create_dir_all(&dir).map_err(|source| OnboardError::Io {
+        path: dir.clone(),
+        source,
     })?;
     let opts = WriteOptions {
         password: password.cloned(),
