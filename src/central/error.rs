@@ -30,7 +30,7 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
     /// The request could not be delivered or its answer could not be read.
-    #[error("{operation} failed: {}: {source}", if *.outcome_unknown { "the connection failed after the request was sent, so it may have taken effect" } else { "could not reach the service" })]
+    #[error("{operation} failed: {}", if *.outcome_unknown { "the connection failed after the request was sent, so it may have taken effect" } else { "could not reach the service" })]
     Transport {
         /// The operation.
         operation: &'static str,
@@ -50,7 +50,7 @@ pub enum Error {
         timeout: Duration,
     },
     /// A success answer whose body is not what the spec says.
-    #[error("{operation} failed: unexpected response body (HTTP {status}): {source}")]
+    #[error("{operation} failed: unexpected response body (HTTP {status})")]
     Decode {
         /// The operation.
         operation: &'static str,
@@ -92,7 +92,7 @@ pub enum Error {
         reason: String,
     },
     /// The HTTP client could not be built.
-    #[error("could not build the HTTP client: {source}")]
+    #[error("could not build the HTTP client")]
     BuildClient {
         /// The cause.
         #[source]

@@ -7,6 +7,7 @@
 
 pub mod central;
 pub mod cert;
+pub mod config;
 pub mod dps;
 pub mod emulator;
 pub mod output;

@@ -1,0 +1,239 @@
+//! Writing a certificate bundle to disk: PEM, encrypted PKCS#8, PKCS#12 — atomically.
+//!
+//! A bundle is `<name>_cert.pem`, `<name>_key.pem` (PKCS#8, mode 0600, encrypted unless no
+//! password is given), `<name>_fullchain.pem` (leaf + intermediates, nothing else) and, on
+//! request, `<name>.pfx` (key + leaf + chain, PBES2/AES-256 with HMAC-SHA256 MAC, the OpenSSL 3
+//! default format). Every file is first written to a temporary file in the target folder and
+//! then renamed into place, so a failure never leaves a half-written file; existing files are
+//! refused unless `force` is set (and without `force` the final rename refuses to clobber a
+//! file that appeared meanwhile).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::key::DEFAULT_KDF_ITERATIONS;
+use super::{parse_pem_certs, CertError, Issued};
+use crate::secret::Secret;
+
+/// How to write a bundle.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// Password for the key file and the PFX; `None` writes an unencrypted key (and no PFX).
+    pub password: Option<Secret>,
+    /// Also write `<name>.pfx` (needs a password).
+    pub pfx: bool,
+    /// Overwrite existing files.
+    pub force: bool,
+    /// PBKDF2 iterations for the encrypted key.
+    pub kdf_iterations: u32,
+    /// Write `<name>_fullchain.pem`.
+    pub fullchain: bool,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            password: None,
+            pfx: false,
+            force: false,
+            kdf_iterations: DEFAULT_KDF_ITERATIONS,
+            fullchain: true,
+        }
+    }
+}
+
+/// The files a bundle was written to.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WrittenFiles {
+    /// `<name>_cert.pem`.
+    pub cert: PathBuf,
+    /// `<name>_key.pem`, when the bundle has a key.
+    pub key: Option<PathBuf>,
+    /// `<name>_fullchain.pem`.
+    pub fullchain: Option<PathBuf>,
+    /// `<name>.pfx`.
+    pub pfx: Option<PathBuf>,
+}
+
+/// Checks that `name` is usable as a file-name stem.
+pub fn check_bundle_name(name: &str) -> Result<(), CertError> {
+    let bad = |reason: &str| CertError::InvalidBundleName {
+        name: name.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if name.is_empty() {
+        return Err(bad("must not be empty"));
+    }
+    if name == "." || name == ".." || name.contains('/') || name.contains('\\') {
+        return Err(bad("must be a plain file name, not a path"));
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err(bad("contains a control character"));
+    }
+    Ok(())
+}
+
+/// The file paths of bundle `name` in `dir`: (cert, key, fullchain, pfx).
+pub fn bundle_paths(dir: &Path, name: &str) -> [PathBuf; 4] {
+    [
+        dir.join(format!("{name}_cert.pem")),
+        dir.join(format!("{name}_key.pem")),
+        dir.join(format!("{name}_fullchain.pem")),
+        dir.join(format!("{name}.pfx")),
+    ]
+}
+
+/// Builds a PKCS#12 file: the key with the leaf and the rest of `chain_pem`, `password`.
+pub fn pkcs12(issued: &Issued, friendly_name: &str, password: &str) -> Result<Vec<u8>, CertError> {
+    let err = |e: &dyn std::fmt::Display| CertError::Pkcs12 {
+        reason: e.to_string(),
+    };
+    let key = issued.key.as_ref().ok_or_else(|| CertError::Pkcs12 {
+        reason: "no private key (a signed CSR has none)".into(),
+    })?;
+    let mut certs =
+        vec![p12_keystore::Certificate::from_der(&issued.cert_der).map_err(|e| err(&e))?];
+    for der in parse_pem_certs(issued.chain_pem.as_bytes())? {
+        if der != issued.cert_der {
+            certs.push(p12_keystore::Certificate::from_der(&der).map_err(|e| err(&e))?);
+        }
+    }
+    let pk = p12_keystore::PrivateKey::from_der(key.pkcs8_der()).map_err(|e| err(&e))?;
+    let local_id = sha1::Digest::finalize(<sha1::Sha1 as sha1::Digest>::new_with_prefix(
+        &issued.cert_der,
+    ))
+    .to_vec();
+    let chain = p12_keystore::PrivateKeyChain::new(local_id, pk, certs);
+    let mut ks = p12_keystore::KeyStore::new();
+    ks.add_entry(
+        friendly_name,
+        p12_keystore::KeyStoreEntry::PrivateKeyChain(chain),
+    );
+    ks.writer(password).write().map_err(|e| err(&e))
+}
+
+struct Staged {
+    tmp: tempfile::NamedTempFile,
+    dest: PathBuf,
+}
+
+fn stage(dir: &Path, dest: PathBuf, data: &[u8], secret: bool) -> Result<Staged, CertError> {
+    let werr = |source| CertError::Write {
+        path: dest.clone(),
+        source,
+    };
+    // NamedTempFile is created 0600; public files are widened to 0644 below.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".iotc-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(werr)?;
+    tmp.write_all(data).map_err(werr)?;
+    #[cfg(unix)]
+    if !secret {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(werr)?;
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    Ok(Staged { tmp, dest })
+}
+
+/// Writes the bundle `name` into `dir` (which must exist) and returns the paths.
+///
+/// ```
+/// use iotc::cert::{write_bundle, Authority, CaOptions, WriteOptions};
+/// let dir = tempfile::tempdir()?;
+/// let root = Authority::new_root(&CaOptions::default())?;
+/// let files = write_bundle(dir.path(), "root", root.issued(), &WriteOptions::default())?;
+/// assert!(files.cert.ends_with("root_cert.pem"));
+/// // A second write without `force` is refused and changes nothing.
+/// assert!(write_bundle(dir.path(), "root", root.issued(), &WriteOptions::default()).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn write_bundle(
+    dir: &Path,
+    name: &str,
+    issued: &Issued,
+    opts: &WriteOptions,
+) -> Result<WrittenFiles, CertError> {
+    check_bundle_name(name)?;
+    let [cert_path, key_path, chain_path, pfx_path] = bundle_paths(dir, name);
+    if opts.pfx && opts.password.is_none() {
+        return Err(CertError::PasswordNeeded {
+            what: "a PKCS#12 (.pfx) file".into(),
+        });
+    }
+    let mut plan: Vec<(PathBuf, Vec<u8>, bool)> = Vec::with_capacity(4);
+    plan.push((
+        cert_path.clone(),
+        issued.cert_pem.as_bytes().to_vec(),
+        false,
+    ));
+    let mut files = WrittenFiles {
+        cert: cert_path,
+        ..Default::default()
+    };
+    if let Some(key) = &issued.key {
+        let pem = match &opts.password {
+            Some(pw) => key.encrypted_pkcs8_pem(pw.expose(), opts.kdf_iterations)?,
+            None => key.pkcs8_pem(),
+        };
+        plan.push((key_path.clone(), pem.expose().as_bytes().to_vec(), true));
+        files.key = Some(key_path);
+    }
+    if opts.fullchain {
+        plan.push((
+            chain_path.clone(),
+            issued.chain_pem.as_bytes().to_vec(),
+            false,
+        ));
+        files.fullchain = Some(chain_path);
+    }
+    if opts.pfx {
+        let pw = opts
+            .password
+            .as_ref()
+            .map(Secret::expose)
+            .unwrap_or_default();
+        let der = pkcs12(issued, name, pw)?;
+        plan.push((pfx_path.clone(), der, true));
+        files.pfx = Some(pfx_path);
+    }
+    if !opts.force {
+        if let Some((p, _, _)) = plan.iter().find(|(p, _, _)| p.exists()) {
+            return Err(CertError::AlreadyExists { path: p.clone() });
+        }
+    }
+    let mut staged = Vec::with_capacity(plan.len());
+    for (dest, data, secret) in plan {
+        staged.push(stage(dir, dest, &data, secret)?);
+    }
+    // Rename into place; on failure remove what this call already placed.
+    let mut placed: Vec<PathBuf> = Vec::new();
+    for s in staged {
+        let dest = s.dest.clone();
+        let result = if opts.force {
+            s.tmp.persist(&dest).map(|_| ())
+        } else {
+            s.tmp.persist_noclobber(&dest).map(|_| ())
+        };
+        if let Err(e) = result {
+            for p in &placed {
+                let _ = std::fs::remove_file(p);
+            }
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                return Err(CertError::AlreadyExists { path: dest });
+            }
+            return Err(CertError::Write {
+                path: dest,
+                source: e.error,
+            });
+        }
+        placed.push(dest);
+    }
+    Ok(files)
+}
