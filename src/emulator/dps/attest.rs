@@ -13,7 +13,8 @@ use super::super::records::{DeviceRecord, GroupAttestationRecord, GroupRecord};
 use crate::central::models::{Attestation as DeviceAttestation, EnrollmentGroupType};
 use crate::dps::wire::X509CertificateInfo;
 use crate::dps::ParsedSas;
-use x509_parser::prelude::*;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
 
 /// Name IoT Central gives its built-in SAS enrollment group for IoT devices.
 pub const APP_SAS_GROUP: &str = "SAS-IoT-Devices";
@@ -216,10 +217,12 @@ pub fn x509(
             .iter()
             .flat_map(|c| std::iter::once(&c.primary).chain(c.secondary.as_ref()))
             .any(|c| {
-                c.info.as_ref().is_some_and(|i| i.sha1_thumbprint.eq_ignore_ascii_case(&thumb))
+                c.info
+                    .as_ref()
+                    .is_some_and(|i| i.sha1_thumbprint.eq_ignore_ascii_case(&thumb))
                     || c.certificate
                         .as_deref()
-                        .and_then(|s| crate::dps::identity::decode_certificate_string(s))
+                        .and_then(crate::dps::identity::decode_certificate_string)
                         .is_some_and(|der| der == *leaf_der)
             });
         if registered {
@@ -316,14 +319,13 @@ fn check_group(
                 let anchor = verified[path.anchor_index].clone();
                 return GroupCheck::Verified(anchor, path.subjects.len());
             }
-            Err(e @ (crate::cert::ChainError::Expired { .. }
-            | crate::cert::ChainError::NotYetValid { .. })) => {
+            Err(
+                e @ (crate::cert::ChainError::Expired { .. }
+                | crate::cert::ChainError::NotYetValid { .. }),
+            ) => {
                 // Does the chain lead here once time is set aside? Try within the leaf's validity.
                 if leads_to(leaf_der, leaf, untrusted, &verified) {
-                    return GroupCheck::OutOfDate(format!(
-                        "{e} (enrollment group {:?})",
-                        g.id
-                    ));
+                    return GroupCheck::OutOfDate(format!("{e} (enrollment group {:?})", g.id));
                 }
             }
             Err(_) => {}
@@ -356,9 +358,13 @@ fn leads_to(
     let v = leaf.validity();
     let (a, b) = (v.not_before.to_datetime(), v.not_after.to_datetime());
     let mid = a + (b - a) / 2;
-    [a + time::Duration::seconds(1), mid, b - time::Duration::seconds(1)]
-        .into_iter()
-        .any(|t| crate::cert::verify_chain(leaf_der, untrusted, anchors, t).is_ok())
+    [
+        a + time::Duration::seconds(1),
+        mid,
+        b - time::Duration::seconds(1),
+    ]
+    .into_iter()
+    .any(|t| crate::cert::verify_chain(leaf_der, untrusted, anchors, t).is_ok())
 }
 
 fn check_cn(leaf: &X509Certificate<'_>, registration_id: &str) -> Result<(), Refusal> {

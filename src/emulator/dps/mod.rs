@@ -241,8 +241,9 @@ fn parse_body(body: &[u8], registration_id: &str) -> DpsResult<DeviceRegistratio
     let reg: DeviceRegistration = if body.iter().all(u8::is_ascii_whitespace) {
         DeviceRegistration::default()
     } else {
-        serde_json::from_slice(body)
-            .map_err(|e| DpsError::bad_request(format!("the body is not a DeviceRegistration: {e}")))?
+        serde_json::from_slice(body).map_err(|e| {
+            DpsError::bad_request(format!("the body is not a DeviceRegistration: {e}"))
+        })?
     };
     if let Some(id) = &reg.registration_id {
         if id != registration_id {
@@ -358,8 +359,9 @@ async fn register_inner(
             let payload = reg.payload.clone();
             let op = op_id.clone();
             let state = tokio::task::spawn_blocking(move || {
-                let device = super::app::provision_device(&store, &rid, template.as_deref(), who.edge)
-                    .map_err(|e| DpsError::bad_request(e.message))?;
+                let device =
+                    super::app::provision_device(&store, &rid, template.as_deref(), who.edge)
+                        .map_err(|e| DpsError::bad_request(e.message))?;
                 registry::record_assignment(&store, &op, &rid, &device, &hub, &who.method, payload)
                     .map_err(DpsError::internal)
             })

@@ -6,9 +6,9 @@
 //! memory with the number of `assigning` polls left, and an operation unknown after a restart
 //! is answered from the stored registration when it was that registration's last operation.
 
-use super::attest::{rfc3339, Method};
 use super::super::error::ApiResult;
 use super::super::store::{self, Store};
+use super::attest::{rfc3339, Method};
 use crate::central::models::Device;
 use crate::dps::wire::{
     AssignedDeviceSubstatus, DeviceRegistrationResult, EnrollmentStatus,
@@ -212,7 +212,5 @@ pub fn record_assignment(
 
 /// The stored registration state of `registration_id`, if it was ever assigned.
 pub fn lookup(store: &Store, registration_id: &str) -> ApiResult<Option<DeviceRegistrationResult>> {
-    store.read(|c| {
-        Ok(store::get::<RegistrationRecord>(c, KIND, registration_id)?.map(|r| r.state))
-    })
+    store.read(|c| Ok(store::get::<RegistrationRecord>(c, KIND, registration_id)?.map(|r| r.state)))
 }
