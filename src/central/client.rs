@@ -567,13 +567,13 @@ fn is_tls_rejection(e: &reqwest::Error) -> bool {
         if s.downcast_ref::<rustls::Error>().is_some() {
             return true;
         }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
-            {
+        // io::Error hides its payload from `source()`; unwrap nested io errors by hand.
+        let mut io = s.downcast_ref::<std::io::Error>();
+        while let Some(inner) = io.and_then(|e| e.get_ref()) {
+            if inner.downcast_ref::<rustls::Error>().is_some() {
                 return true;
             }
+            io = inner.downcast_ref::<std::io::Error>();
         }
         source = s.source();
     }

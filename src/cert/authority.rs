@@ -125,7 +125,7 @@ impl Authority {
     /// Issues an intermediate CA below this one (pathlen 0 by default; validity clamped to
     /// this CA's notAfter).
     pub fn issue_intermediate(&self, opts: &CaOptions) -> Result<Authority, CertError> {
-        self.check_usable()?;
+        self.ensure_can_issue()?;
         let cn = opts.cn.as_deref().unwrap_or("iotc intermediate CA");
         check_cn(cn)?;
         let wanted = opts.path_len.unwrap_or(0);
@@ -269,7 +269,7 @@ impl Authority {
     /// Loads `PREFIX_cert.pem` and `PREFIX_key.pem` (+ `PREFIX_fullchain.pem` when present).
     pub fn load(prefix: &Path, password: Option<&str>) -> Result<Authority, CertError> {
         let read = |path: PathBuf| {
-            std::fs::read_to_string(&path).map_err(|source| CertError::Read { path, source })
+            std::fs::read_to_string(&path).map_err(|error| CertError::Read { path, error })
         };
         let cert = read(prefixed(prefix, "_cert.pem"))?;
         let key = read(prefixed(prefix, "_key.pem"))?;
@@ -396,8 +396,9 @@ impl Authority {
         })
     }
 
-    /// Refuses to issue with a CA outside its validity period.
-    fn check_usable(&self) -> Result<(), CertError> {
+    /// Refuses to issue with a CA outside its validity period (every `issue_*` calls it; a
+    /// batch calls it once up front).
+    pub fn ensure_can_issue(&self) -> Result<(), CertError> {
         let now = OffsetDateTime::now_utc();
         if now > self.not_after {
             return Err(CertError::CaExpired {
@@ -419,7 +420,7 @@ impl Authority {
         opts: &LeafOptions,
         default_days: u32,
     ) -> Result<(OffsetDateTime, OffsetDateTime), CertError> {
-        self.check_usable()?;
+        self.ensure_can_issue()?;
         validity(
             opts.days,
             default_days,

@@ -157,20 +157,20 @@ pub enum CertError {
         path: PathBuf,
     },
     /// Reading a file failed.
-    #[error("could not read {}: {source}", path.display())]
+    #[error("could not read {}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, so the reason stays on one line).
+        error: std::io::Error,
     },
     /// Writing a file failed.
-    #[error("could not write {}: {source}", path.display())]
+    #[error("could not write {}: {error}", path.display())]
     Write {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, so the reason stays on one line).
+        error: std::io::Error,
     },
 }
 

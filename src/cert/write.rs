@@ -119,9 +119,9 @@ struct Staged {
 }
 
 fn stage(dir: &Path, dest: PathBuf, data: &[u8], secret: bool) -> Result<Staged, CertError> {
-    let werr = |source| CertError::Write {
+    let werr = |error| CertError::Write {
         path: dest.clone(),
-        source,
+        error,
     };
     // NamedTempFile is created 0600; public files are widened to 0644 below.
     let mut tmp = tempfile::Builder::new()
@@ -230,7 +230,7 @@ pub fn write_bundle(
             }
             return Err(CertError::Write {
                 path: dest,
-                source: e.error,
+                error: e.error,
             });
         }
         placed.push(dest);

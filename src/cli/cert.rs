@@ -1,15 +1,892 @@
-//! `iotc cert ...` (filled in by the cert module work).
+//! `iotc cert ...`: make, sign, inspect and verify certificates from the command line.
+//!
+//! Thin over [`crate::cert`]: this file parses flags, resolves passwords (only from a file or
+//! an environment variable, never a built-in default), checks every input before writing
+//! anything, runs bulk device generation on all cores with a progress bar, and prints results.
+//! Bad input ends with a one-line reason and exit code 2, and nothing is written.
 
-use super::CliResult;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use clap::{ArgGroup, Args, Subcommand};
+use rayon::prelude::*;
+use time::OffsetDateTime;
+
+use super::{CliError, CliResult, EXIT_OK, EXIT_PARTIAL};
+
+mod bench;
+use crate::cert::{
+    self, bundle_paths, check_bundle_name, inspect, read_certs, verify_chain, write_bundle,
+    Authority, CaOptions, CertInfo, Issued, KeyType, LeafOptions, WriteOptions, WrittenFiles,
+};
+use crate::ids::RegistrationId;
+use crate::secret::Secret;
+
+/// Environment variable holding the password of new private keys and PFX files.
+pub const KEY_PASSWORD_ENV: &str = "IOTC_KEY_PASSWORD";
+/// Environment variable holding the password of an encrypted CA key.
+pub const CA_PASSWORD_ENV: &str = "IOTC_CA_PASSWORD";
+
+const PASSWORD_HELP: &str =
+    "Passwords: new keys are encrypted (PKCS#8, PBKDF2-SHA256 + AES-256-CBC) with the \
+password read from --password-file FILE (first line) or from the IOTC_KEY_PASSWORD environment \
+variable; --no-password writes an unencrypted key. There is no default password: one of the \
+three is required. An encrypted CA key is opened with --ca-password-file FILE or IOTC_CA_PASSWORD.";
 
 /// Certificate commands.
-#[derive(Debug, clap::Subcommand)]
+#[derive(Debug, Subcommand)]
 pub enum CertCommand {
-    /// Make a self-signed root CA.
-    Root,
+    /// Make a self-signed root CA (CA:TRUE pathlen 1, keyCertSign + cRLSign).
+    #[command(
+        after_help = "Example:\n  iotc cert root --name root --out certs --password-file pw.txt --pfx\n  \
+        iotc cert root --name test-root --cn \"Contoso test root\" --key-type ec-p384 --out certs --no-password\n\n\
+        Writes certs/root_cert.pem, certs/root_key.pem (0600), certs/root_fullchain.pem and, with --pfx, certs/root.pfx."
+    )]
+    Root(RootArgs),
+    /// Make an intermediate CA signed by a CA (CA:TRUE pathlen 0, validity clamped to the issuer).
+    #[command(
+        after_help = "Example:\n  iotc cert intermediate --name inter --ca certs/root --out certs --no-password\n\n\
+        --ca certs/root reads certs/root_cert.pem and certs/root_key.pem (+ certs/root_fullchain.pem)."
+    )]
+    Intermediate(IntermediateArgs),
+    /// Make device certificates (CN = registration id, clientAuth): one, or a batch on all cores.
+    #[command(
+        after_help = "Examples:\n  iotc cert device sensor-0001 --ca certs/inter --out certs --no-password\n  \
+        iotc cert device --count 10000 --prefix sensor- --ca certs/inter --out certs/devices --no-password\n  \
+        iotc cert device --ids ids.txt --ca certs/root --out certs/devices --password-file pw.txt --pfx\n\n\
+        A registration id is at most 64 letters, digits and - . _ : ending in a letter, digit or -;\n\
+        an invalid id is refused, never rewritten. --count N makes PREFIX00001..; --ids FILE reads one id\n\
+        per line (blank lines and # comments skipped). Each device gets <id>_cert.pem, <id>_key.pem,\n\
+        <id>_fullchain.pem (device + intermediates: what it presents in TLS) and optionally <id>.pfx.\n\
+        Exit code 1 when a batch finished with failed devices."
+    )]
+    Device(DeviceArgs),
+    /// Make a verification (proof-of-possession) certificate: CN = the code, signed by that CA.
+    #[command(
+        after_help = "Example:\n  iotc cert verification 1A2B3C4D5E --ca certs/inter --out certs --no-password\n  \
+        iotc cert base64 certs/verification_cert.pem   # the string for the verify API\n\n\
+        The CA may be a root or an intermediate: sign with the CA you uploaded."
+    )]
+    Verification(VerificationArgs),
+    /// Sign a device's certificate signing request (the key stays on the device).
+    #[command(
+        after_help = "Example:\n  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout dev.key \\\n      \
+        -subj /CN=dev-01 -out dev.csr\n  iotc cert sign-csr dev.csr --ca certs/inter --out certs\n\n\
+        The CSR signature is checked and its CN must be a valid registration id. Writes <CN>_cert.pem and\n\
+        <CN>_fullchain.pem."
+    )]
+    SignCsr(SignCsrArgs),
+    /// Show subject, issuer, serial, validity, key type, extensions and thumbprints.
+    #[command(
+        after_help = "Example:\n  iotc cert inspect certs/dev-01_cert.pem\n  iotc cert inspect certs/dev-01_fullchain.pem --json\n\n\
+        Thumbprints are uppercase hex without colons: SHA-1 (what IoT Central and DPS show) and SHA-256."
+    )]
+    Inspect(InspectArgs),
+    /// Validate a certificate chain up to a trusted CA; a failure names its reason.
+    #[command(
+        after_help = "Example:\n  iotc cert verify certs/dev-01_fullchain.pem --ca-cert certs/root_cert.pem\n  \
+        iotc cert verify certs/dev-01_cert.pem --ca-cert certs/root_cert.pem --untrusted certs/inter_cert.pem\n  \
+        iotc cert verify certs/dev-01_cert.pem --ca-cert certs/inter_cert.pem   # a verified intermediate\n\n\
+        The first certificate of FILE is the leaf; the others (and --untrusted) may be used as intermediates.\n\
+        Reasons: certificate expired, not yet valid, unknown/wrong issuer, issuer not a CA (no CA:TRUE or no\n\
+        keyCertSign), bad signature, path length exceeded."
+    )]
+    Verify(VerifyArgs),
+    /// Print the certificate string IoT Central's certificate APIs expect (base64 of the PEM file).
+    #[command(
+        name = "base64",
+        after_help = "Example:\n  iotc cert base64 certs/root_cert.pem\n\n\
+        Replaces the docs' convert.js: prints base64 of the PEM file's bytes, the form the docs send\n\
+        in enrollmentGroups/{id}/certificates/{entry} and .../verify. A DER file is encoded as DER."
+    )]
+    Base64(Base64Args),
+    /// Measure certificate throughput (in memory, written to disk, encrypted) against the openssl CLI.
+    #[command(
+        after_help = "Example:\n  iotc cert bench --count 10000 --key-type ec-p256\n  \
+        iotc cert bench --count 2000 --key-type rsa-2048 --openssl-count 50\n\n\
+        Build with --release for meaningful figures. Writes into a temporary folder and removes it."
+    )]
+    Bench(BenchArgs),
+}
+
+/// Validity options.
+#[derive(Debug, Clone, Args)]
+pub struct ValidityArgs {
+    /// Validity in days from now (defaults: root 3650, intermediate 1825, device 365, verification 30).
+    #[arg(long, value_name = "N")]
+    pub days: Option<u32>,
+    /// Explicit notBefore (RFC 3339, e.g. 2030-01-01T00:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub not_before: Option<OffsetDateTime>,
+    /// Explicit notAfter (RFC 3339); overrides --days.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub not_after: Option<OffsetDateTime>,
+}
+
+/// Options of commands that write a new key.
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("password").args(["no_password", "password_file"]).multiple(false)))]
+pub struct OutputArgs {
+    /// Output folder (created when missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Key type.
+    #[arg(long, value_name = "TYPE", default_value = "ec-p256")]
+    pub key_type: KeyType,
+    /// Write the private key unencrypted (still mode 0600).
+    #[arg(long)]
+    pub no_password: bool,
+    /// File whose first line is the password for the key and the PFX (or set IOTC_KEY_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Also write <name>.pfx (PKCS#12 with key, certificate and chain; needs a password).
+    #[arg(long)]
+    pub pfx: bool,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+    /// PBKDF2 iterations of the encrypted key.
+    #[arg(long, value_name = "N", default_value_t = cert::DEFAULT_KDF_ITERATIONS)]
+    pub kdf_iterations: u32,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The signing CA.
+#[derive(Debug, Clone, Args)]
+pub struct CaArgs {
+    /// The CA: PREFIX_cert.pem and PREFIX_key.pem (+ PREFIX_fullchain.pem when present).
+    #[arg(long, value_name = "PREFIX")]
+    pub ca: PathBuf,
+    /// File whose first line is the CA key's password (or set IOTC_CA_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    pub ca_password_file: Option<PathBuf>,
+}
+
+/// `iotc cert root`.
+#[derive(Debug, Args)]
+#[command(after_long_help = PASSWORD_HELP)]
+pub struct RootArgs {
+    /// Bundle name: files are <name>_cert.pem, <name>_key.pem, ...
+    #[arg(long)]
+    pub name: String,
+    /// Subject CN (default: the name).
+    #[arg(long)]
+    pub cn: Option<String>,
+    /// pathLenConstraint (default 1: one level of intermediates).
+    #[arg(long, value_name = "N")]
+    pub path_len: Option<u8>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub validity: ValidityArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `iotc cert intermediate`.
+#[derive(Debug, Args)]
+#[command(after_long_help = PASSWORD_HELP)]
+pub struct IntermediateArgs {
+    /// Bundle name.
+    #[arg(long)]
+    pub name: String,
+    /// Subject CN (default: the name).
+    #[arg(long)]
+    pub cn: Option<String>,
+    /// pathLenConstraint (default 0: only end-entity certificates below it).
+    #[arg(long, value_name = "N")]
+    pub path_len: Option<u8>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ca: CaArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub validity: ValidityArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `iotc cert device`.
+#[derive(Debug, Args)]
+#[command(after_long_help = PASSWORD_HELP)]
+#[command(group(ArgGroup::new("which").args(["registration_id", "count", "ids"]).required(true)))]
+pub struct DeviceArgs {
+    /// The registration id (= device id = CN) of a single device.
+    pub registration_id: Option<String>,
+    /// Make N devices named PREFIX + a zero-padded number.
+    #[arg(long, value_name = "N", requires = "prefix")]
+    pub count: Option<u64>,
+    /// Prefix of the generated registration ids (with --count).
+    #[arg(long, value_name = "P")]
+    pub prefix: Option<String>,
+    /// First number of --count (default 1).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub start: u64,
+    /// File of registration ids, one per line.
+    #[arg(long, value_name = "FILE")]
+    pub ids: Option<PathBuf>,
+    /// Worker threads for a batch (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ca: CaArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub validity: ValidityArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `iotc cert verification`.
+#[derive(Debug, Args)]
+#[command(after_long_help = PASSWORD_HELP)]
+pub struct VerificationArgs {
+    /// The verification code IoT Central (or DPS) generated.
+    pub code: String,
+    /// Bundle name.
+    #[arg(long, default_value = "verification")]
+    pub name: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ca: CaArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub validity: ValidityArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `iotc cert sign-csr`.
+#[derive(Debug, Args)]
+pub struct SignCsrArgs {
+    /// The CSR (PEM or DER).
+    pub csr_file: PathBuf,
+    /// Bundle name (default: the CSR's CN).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ca: CaArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub validity: ValidityArgs,
+    /// Output folder (created when missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `iotc cert inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A certificate file: PEM (every certificate in it) or DER.
+    pub file: PathBuf,
+    /// Print JSON (an array, one object per certificate).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `iotc cert verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The certificate to check (PEM or DER); further certificates in it serve as chain.
+    pub file: PathBuf,
+    /// Trusted CA certificate(s), PEM: a root or a (verified) intermediate.
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: PathBuf,
+    /// Intermediate certificates, PEM.
+    #[arg(long, value_name = "PEM")]
+    pub untrusted: Option<PathBuf>,
+    /// Check at this time (RFC 3339) instead of now.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub at: Option<OffsetDateTime>,
+}
+
+/// `iotc cert base64`.
+#[derive(Debug, Args)]
+pub struct Base64Args {
+    /// The certificate file (PEM or DER).
+    pub file: PathBuf,
+}
+
+/// `iotc cert bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Device bundles per measurement.
+    #[arg(long, default_value_t = 10_000)]
+    pub count: u64,
+    /// Key type of the device keys.
+    #[arg(long, default_value = "ec-p256")]
+    pub key_type: KeyType,
+    /// Devices for the (slow) encrypted-key measurement (default: count / 10).
+    #[arg(long)]
+    pub encrypted_count: Option<u64>,
+    /// Devices for the openssl CLI shell loop (0 skips it).
+    #[arg(long, default_value_t = 200)]
+    pub openssl_count: u64,
+    /// Folder for the temporary output (default: the system temp folder).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("not an RFC 3339 time (e.g. 2030-01-01T00:00:00Z): {e}"))
+}
+
+fn fail(msg: impl Into<String>) -> CliError {
+    msg.into().into()
+}
+
+/// Reads the first line of a password file; an empty password is refused.
+fn read_password_file(path: &Path, what: &str) -> Result<Secret, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        fail(format!(
+            "could not read {what} file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if line.is_empty() {
+        return Err(fail(format!("{what} file {} is empty", path.display())));
+    }
+    Ok(Secret::new(line))
+}
+
+/// The password for new keys: file, environment, or explicitly none.
+fn key_password(out: &OutputArgs) -> Result<Option<Secret>, CliError> {
+    if out.no_password {
+        if out.pfx {
+            return Err(fail("--pfx needs a password: give --password-file FILE or IOTC_KEY_PASSWORD instead of --no-password"));
+        }
+        return Ok(None);
+    }
+    if let Some(f) = &out.password_file {
+        return read_password_file(f, "password").map(Some);
+    }
+    match std::env::var(KEY_PASSWORD_ENV) {
+        Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
+        _ => Err(fail(
+            "no password for the new private key: give --password-file FILE, set IOTC_KEY_PASSWORD, or pass --no-password",
+        )),
+    }
+}
+
+fn ca_password(ca: &CaArgs) -> Result<Option<Secret>, CliError> {
+    if let Some(f) = &ca.ca_password_file {
+        return read_password_file(f, "CA password").map(Some);
+    }
+    Ok(std::env::var(CA_PASSWORD_ENV)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(Secret::new))
+}
+
+fn load_ca(ca: &CaArgs) -> Result<Authority, CliError> {
+    let pw = ca_password(ca)?;
+    let authority = Authority::load(&ca.ca, pw.as_ref().map(Secret::expose)).map_err(|e| {
+        let hint = if matches!(e, cert::CertError::PasswordRequired) {
+            " (give --ca-password-file FILE or set IOTC_CA_PASSWORD)"
+        } else {
+            ""
+        };
+        fail(format!("CA {}: {e}{hint}", ca.ca.display()))
+    })?;
+    authority
+        .ensure_can_issue()
+        .map_err(|e| fail(format!("CA {}: {e}", ca.ca.display())))?;
+    Ok(authority)
+}
+
+fn write_options(out: &OutputArgs, password: Option<Secret>) -> WriteOptions {
+    WriteOptions {
+        password,
+        pfx: out.pfx,
+        force: out.force,
+        kdf_iterations: out.kdf_iterations,
+        ..Default::default()
+    }
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), CliError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| fail(format!("could not create {}: {e}", dir.display())))
+}
+
+/// Refuses (without --force) when any file of the bundle exists, before anything is made.
+fn check_free(dir: &Path, name: &str, force: bool) -> Result<(), CliError> {
+    check_bundle_name(name)?;
+    if !force {
+        if let Some(p) = bundle_paths(dir, name).iter().find(|p| p.exists()) {
+            return Err(fail(format!(
+                "{} already exists; refusing to overwrite it (use --force)",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IssuedReport<'a> {
+    subject: String,
+    issuer: String,
+    not_after: String,
+    sha1_thumbprint: String,
+    sha256_thumbprint: String,
+    files: &'a WrittenFiles,
+}
+
+fn report(issued: &Issued, files: &WrittenFiles, encrypted: bool, json: bool) -> CliResult {
+    let info = inspect(&issued.cert_der)?;
+    if json {
+        super::output::print_json(&IssuedReport {
+            subject: info.subject,
+            issuer: info.issuer,
+            not_after: info.not_after,
+            sha1_thumbprint: info.sha1_thumbprint,
+            sha256_thumbprint: info.sha256_thumbprint,
+            files,
+        })?;
+        return Ok(EXIT_OK);
+    }
+    println!("subject:    {}", info.subject);
+    println!("issuer:     {}", info.issuer);
+    println!("not after:  {}", info.not_after);
+    println!("SHA-1:      {}", info.sha1_thumbprint);
+    println!("SHA-256:    {}", info.sha256_thumbprint);
+    println!("certificate {}", files.cert.display());
+    if let Some(k) = &files.key {
+        let how = if encrypted {
+            "encrypted PKCS#8"
+        } else {
+            "UNENCRYPTED PKCS#8"
+        };
+        println!("key         {} ({how}, mode 0600)", k.display());
+    }
+    if let Some(c) = &files.fullchain {
+        println!("chain       {}", c.display());
+    }
+    if let Some(p) = &files.pfx {
+        println!("pkcs12      {}", p.display());
+    }
+    Ok(EXIT_OK)
+}
+
+fn ca_options(
+    cn: Option<String>,
+    name: &str,
+    path_len: Option<u8>,
+    v: &ValidityArgs,
+    key_type: KeyType,
+) -> CaOptions {
+    CaOptions {
+        cn: Some(cn.unwrap_or_else(|| name.to_owned())),
+        key_type,
+        days: v.days,
+        not_before: v.not_before,
+        not_after: v.not_after,
+        path_len,
+    }
+}
+
+fn leaf_options(v: &ValidityArgs, key_type: KeyType) -> LeafOptions {
+    LeafOptions {
+        key_type,
+        days: v.days,
+        not_before: v.not_before,
+        not_after: v.not_after,
+    }
+}
+
+fn run_root(a: RootArgs) -> CliResult {
+    let pw = key_password(&a.output)?;
+    check_free(&a.output.out, &a.name, a.output.force)?;
+    let root = Authority::new_root(&ca_options(
+        a.cn,
+        &a.name,
+        a.path_len,
+        &a.validity,
+        a.output.key_type,
+    ))?;
+    ensure_dir(&a.output.out)?;
+    let encrypted = pw.is_some();
+    let files = write_bundle(
+        &a.output.out,
+        &a.name,
+        root.issued(),
+        &write_options(&a.output, pw),
+    )?;
+    report(root.issued(), &files, encrypted, a.output.json)
+}
+
+fn run_intermediate(a: IntermediateArgs) -> CliResult {
+    let pw = key_password(&a.output)?;
+    check_free(&a.output.out, &a.name, a.output.force)?;
+    let ca = load_ca(&a.ca)?;
+    let inter = ca.issue_intermediate(&ca_options(
+        a.cn,
+        &a.name,
+        a.path_len,
+        &a.validity,
+        a.output.key_type,
+    ))?;
+    ensure_dir(&a.output.out)?;
+    let encrypted = pw.is_some();
+    let files = write_bundle(
+        &a.output.out,
+        &a.name,
+        inter.issued(),
+        &write_options(&a.output, pw),
+    )?;
+    report(inter.issued(), &files, encrypted, a.output.json)
+}
+
+fn run_verification(a: VerificationArgs) -> CliResult {
+    let pw = key_password(&a.output)?;
+    check_free(&a.output.out, &a.name, a.output.force)?;
+    let ca = load_ca(&a.ca)?;
+    let issued = ca.issue_verification(&a.code, &leaf_options(&a.validity, a.output.key_type))?;
+    ensure_dir(&a.output.out)?;
+    let encrypted = pw.is_some();
+    let files = write_bundle(
+        &a.output.out,
+        &a.name,
+        &issued,
+        &write_options(&a.output, pw),
+    )?;
+    report(&issued, &files, encrypted, a.output.json)
+}
+
+fn run_sign_csr(a: SignCsrArgs) -> CliResult {
+    let csr = std::fs::read(&a.csr_file)
+        .map_err(|e| fail(format!("could not read {}: {e}", a.csr_file.display())))?;
+    let ca = load_ca(&a.ca)?;
+    let issued = ca
+        .sign_csr(&csr, &leaf_options(&a.validity, KeyType::default()))
+        .map_err(|e| fail(format!("{}: {e}", a.csr_file.display())))?;
+    let name = match a.name {
+        Some(n) => n,
+        None => inspect(&issued.cert_der)?.common_name.unwrap_or_default(),
+    };
+    check_free(&a.out, &name, a.force)?;
+    ensure_dir(&a.out)?;
+    let opts = WriteOptions {
+        force: a.force,
+        ..Default::default()
+    };
+    let files = write_bundle(&a.out, &name, &issued, &opts)?;
+    report(&issued, &files, false, a.json)
+}
+
+/// The registration ids of a device command, validated, before anything is made.
+enum IdSource {
+    List(Vec<RegistrationId>),
+    Range {
+        prefix: String,
+        start: u64,
+        count: u64,
+        width: usize,
+    },
+}
+
+impl IdSource {
+    fn len(&self) -> u64 {
+        match self {
+            IdSource::List(v) => v.len() as u64,
+            IdSource::Range { count, .. } => *count,
+        }
+    }
+
+    fn range_id(prefix: &str, n: u64, width: usize) -> String {
+        format!("{prefix}{n:0width$}")
+    }
+
+    fn get(&self, i: u64) -> Result<RegistrationId, crate::ids::InvalidId> {
+        match self {
+            IdSource::List(v) => Ok(v[i as usize].clone()),
+            IdSource::Range {
+                prefix,
+                start,
+                width,
+                ..
+            } => RegistrationId::new(Self::range_id(prefix, start + i, *width)),
+        }
+    }
+}
+
+fn device_ids(a: &DeviceArgs) -> Result<IdSource, CliError> {
+    if let Some(id) = &a.registration_id {
+        return Ok(IdSource::List(vec![RegistrationId::new(id.clone())?]));
+    }
+    if let Some(count) = a.count {
+        let prefix = a.prefix.clone().unwrap_or_default();
+        if count == 0 {
+            return Err(fail("--count must be at least 1"));
+        }
+        let last = a
+            .start
+            .checked_add(count - 1)
+            .ok_or_else(|| fail("--start + --count is too large"))?;
+        let width = last.to_string().len();
+        RegistrationId::new(IdSource::range_id(&prefix, a.start, width))?;
+        RegistrationId::new(IdSource::range_id(&prefix, last, width))?;
+        return Ok(IdSource::Range {
+            prefix,
+            start: a.start,
+            count,
+            width,
+        });
+    }
+    let path = a
+        .ids
+        .as_ref()
+        .ok_or_else(|| fail("give REGISTRATION_ID, --count N --prefix P, or --ids FILE"))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(format!("could not read {}: {e}", path.display())))?;
+    let mut ids = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let id = RegistrationId::new(line)
+            .map_err(|e| fail(format!("{}:{}: {e}", path.display(), n + 1)))?;
+        // DPS compares registration ids case-insensitively; so do the file names on some systems.
+        if !seen.insert(line.to_ascii_lowercase()) {
+            return Err(fail(format!(
+                "{}:{}: duplicate registration id {line:?}",
+                path.display(),
+                n + 1
+            )));
+        }
+        ids.push(id);
+    }
+    if ids.is_empty() {
+        return Err(fail(format!(
+            "{} holds no registration ids",
+            path.display()
+        )));
+    }
+    Ok(IdSource::List(ids))
+}
+
+fn run_device(a: DeviceArgs) -> CliResult {
+    let pw = key_password(&a.output)?;
+    let ids = device_ids(&a)?;
+    let n = ids.len();
+    // Existing files are refused before anything is made.
+    if !a.output.force {
+        for i in 0..n {
+            check_free(&a.output.out, ids.get(i)?.as_str(), false)?;
+        }
+    }
+    let ca = load_ca(&a.ca)?;
+    let leaf = leaf_options(&a.validity, a.output.key_type);
+    let encrypted = pw.is_some();
+    let wopts = write_options(&a.output, pw);
+    ensure_dir(&a.output.out)?;
+    if n == 1 && a.registration_id.is_some() {
+        let id = ids.get(0)?;
+        let issued = ca.issue_device(&id, &leaf)?;
+        let files = write_bundle(&a.output.out, id.as_str(), &issued, &wopts)?;
+        return report(&issued, &files, encrypted, a.output.json);
+    }
+    let threads = a.threads.unwrap_or(0);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| fail(format!("could not start worker threads: {e}")))?;
+    let bar = progress_bar(n);
+    let started = Instant::now();
+    let done = AtomicUsize::new(0);
+    let failures: Vec<(String, String)> = pool.install(|| {
+        (0..n)
+            .into_par_iter()
+            .filter_map(|i| {
+                let id = match ids.get(i) {
+                    Ok(id) => id,
+                    Err(e) => return Some((format!("#{i}"), e.to_string())),
+                };
+                let result = ca
+                    .issue_device(&id, &leaf)
+                    .and_then(|issued| write_bundle(&a.output.out, id.as_str(), &issued, &wopts));
+                bar.inc(1);
+                match result {
+                    Ok(_) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                    Err(e) => Some((id.as_str().to_owned(), e.to_string())),
+                }
+            })
+            .collect()
+    });
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let ok = done.load(Ordering::Relaxed);
+    let rate = ok as f64 / secs.max(1e-9);
+    if a.output.json {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Batch<'a> {
+            written: usize,
+            failed: Vec<Failure<'a>>,
+            out: &'a Path,
+            seconds: f64,
+        }
+        #[derive(serde::Serialize)]
+        struct Failure<'a> {
+            id: &'a str,
+            error: &'a str,
+        }
+        super::output::print_json(&Batch {
+            written: ok,
+            failed: failures
+                .iter()
+                .map(|(id, e)| Failure { id, error: e })
+                .collect(),
+            out: &a.output.out,
+            seconds: secs,
+        })?;
+    } else {
+        println!(
+            "wrote {ok} device bundle(s) to {} in {secs:.2} s ({rate:.0}/s, {} key type, key {})",
+            a.output.out.display(),
+            a.output.key_type,
+            if encrypted {
+                "encrypted"
+            } else {
+                "UNENCRYPTED"
+            }
+        );
+        for (id, e) in failures.iter().take(20) {
+            eprintln!("failed: {id}: {e}");
+        }
+    }
+    if failures.is_empty() {
+        Ok(EXIT_OK)
+    } else {
+        eprintln!("{} of {n} device(s) failed", failures.len());
+        Ok(EXIT_PARTIAL)
+    }
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+fn progress_bar(n: u64) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar =
+        indicatif::ProgressBar::with_draw_target(Some(n), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} devices  {per_sec}  eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| fail(format!("could not read {}: {e}", path.display())))
+}
+
+fn certs_of(path: &Path) -> Result<Vec<Vec<u8>>, CliError> {
+    read_certs(&read_file(path)?).map_err(|e| fail(format!("{}: {e}", path.display())))
+}
+
+fn print_info(info: &CertInfo) {
+    println!("subject:      {}", info.subject);
+    println!("issuer:       {}", info.issuer);
+    println!("serial:       {}", info.serial);
+    println!("not before:   {}", info.not_before);
+    println!("not after:    {}", info.not_after);
+    println!("key type:     {}", info.key_type);
+    println!("signature:    {}", info.signature_algorithm);
+    println!("SHA-1:        {}", info.sha1_thumbprint);
+    println!("SHA-256:      {}", info.sha256_thumbprint);
+    println!("extensions:");
+    for e in &info.extensions {
+        let crit = if e.critical { " (critical)" } else { "" };
+        println!("  {}{crit}: {}", e.name, e.value);
+    }
+}
+
+fn run_inspect(a: InspectArgs) -> CliResult {
+    let certs = certs_of(&a.file)?;
+    let infos = certs
+        .iter()
+        .map(|d| inspect(d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(format!("{}: {e}", a.file.display())))?;
+    if a.json {
+        super::output::print_json(&infos)?;
+    } else {
+        for (i, info) in infos.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            print_info(info);
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn run_verify(a: VerifyArgs) -> CliResult {
+    let mut leaf_and_chain = certs_of(&a.file)?;
+    let anchors = certs_of(&a.ca_cert)?;
+    if let Some(u) = &a.untrusted {
+        leaf_and_chain.extend(certs_of(u)?);
+    }
+    let leaf = leaf_and_chain.remove(0);
+    let now = a.at.unwrap_or_else(OffsetDateTime::now_utc);
+    let path = verify_chain(&leaf, &leaf_and_chain, &anchors, now)
+        .map_err(|e| fail(format!("{}: verification failed: {e}", a.file.display())))?;
+    println!("{}: OK ({})", a.file.display(), path.subjects.join(" <- "));
+    Ok(EXIT_OK)
+}
+
+fn run_base64(a: Base64Args) -> CliResult {
+    let bytes = read_file(&a.file)?;
+    // Refuse anything that is not a certificate, rather than encoding it.
+    read_certs(&bytes).map_err(|e| fail(format!("{}: {e}", a.file.display())))?;
+    use base64::Engine;
+    println!(
+        "{}",
+        base64::engine::general_purpose::STANDARD.encode(&bytes)
+    );
+    Ok(EXIT_OK)
 }
 
 /// Runs a cert command.
-pub fn run(_cmd: CertCommand) -> CliResult {
-    Err("not implemented yet".into())
+pub fn run(cmd: CertCommand) -> CliResult {
+    match cmd {
+        CertCommand::Root(a) => run_root(a),
+        CertCommand::Intermediate(a) => run_intermediate(a),
+        CertCommand::Device(a) => run_device(a),
+        CertCommand::Verification(a) => run_verification(a),
+        CertCommand::SignCsr(a) => run_sign_csr(a),
+        CertCommand::Inspect(a) => run_inspect(a),
+        CertCommand::Verify(a) => run_verify(a),
+        CertCommand::Base64(a) => run_base64(a),
+        CertCommand::Bench(a) => bench::run(a),
+    }
 }
