@@ -608,7 +608,16 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
         return Ok(EXIT_OK);
     }
     let journal = if args.resume {
-        Journal::open(&args.journal)?
+        let mut j = Journal::open(&args.journal)?;
+        if !j.is_planned()? {
+            // The run that made it died before its plan was committed.
+            let s = source.as_ref().ok_or(
+                "the journal's batch was never planned (its first run was interrupted): \
+                 pass the same --manifest (or --count/--prefix) with --resume",
+            )?;
+            j.plan_from(s, false)?;
+        }
+        j
     } else {
         let s = source.as_ref().ok_or("no device source")?;
         let mut j = Journal::create(
