@@ -230,8 +230,12 @@ pub fn run_provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
 
 /// Runs `iotc demo`.
 pub fn run_demo(args: DemoArgs, global: &GlobalArgs) -> CliResult {
-    let _ = (args, global);
-    Err("the demo needs the embedded emulator, which is not in this build yet".into())
+    let rt = super::runtime()?;
+    rt.block_on(crate::workflow::demo::run(
+        args.data_dir,
+        args.devices,
+        global.output == super::output::OutputFormat::Json,
+    ))
 }
 
 /// A client for the application, with the preview api-version when `preview`.
