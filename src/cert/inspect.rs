@@ -20,14 +20,14 @@ pub fn parse_pem_certs(text: &[u8]) -> Result<Vec<Vec<u8>>, CertError> {
     let mut out = Vec::new();
     for item in CertificateDer::pem_slice_iter(text) {
         let der = item.map_err(|e| CertError::ParsePem {
-            what: "input".into(),
+            what: "PEM text".into(),
             reason: e.to_string(),
         })?;
         out.push(der.as_ref().to_vec());
     }
     if out.is_empty() {
         return Err(CertError::ParsePem {
-            what: "input".into(),
+            what: "PEM text".into(),
             reason: if text.iter().all(|b| b.is_ascii_whitespace()) {
                 "it is empty".into()
             } else {

@@ -1,33 +1,680 @@
-//! `iotc onboard|provision|demo` (filled in by the workflow work).
+//! `iotc onboard x509|symmetric-key`, `iotc provision` and `iotc demo`: the command-line
+//! faces of [`crate::workflow`].
+//!
+//! These commands parse and check their arguments, build the IoT Central and DPS clients from
+//! the global options, and hand over to the library; the exit code comes from the batch
+//! report (0 all done, 1 some device not done, 2 error).
 
-use super::{CliResult, GlobalArgs};
+use super::{config, CliError, CliResult, GlobalArgs, EXIT_OK};
+use crate::central::{Client, ClientOptions};
+use crate::cert::{Authority, LeafOptions};
+use crate::ids::{EnrollmentGroupId, IdScope, RegistrationId};
+use crate::secret::Secret;
+use crate::workflow::journal::{Attestation, BatchMeta, Journal};
+use crate::workflow::manifest::Source;
+use crate::workflow::onboard::{self, CaSpec, Step};
+use crate::workflow::provision::{run_and_report, BatchOptions};
+use crate::workflow::report::Report;
+use crate::workflow::services::{RealServices, SymmetricKeyIssuer, X509Issuer};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// The public DPS endpoint.
+pub const GLOBAL_DPS_ENDPOINT: &str = "https://global.azure-devices-provisioning.net";
 
 /// Onboarding commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum OnboardCommand {
-    /// X.509 enrollment group onboarding.
-    X509,
+    /// From nothing to a verified X.509 enrollment group and registered devices: create or
+    /// reuse the CA, create the group, upload the CA, prove possession, issue device
+    /// certificates, register them with DPS and write their bundles. Safe to rerun.
+    #[command(after_help = "Examples:\n  \
+iotc onboard x509 --group line-1 --ca certs/root --count 5 --prefix dev- --out bundles\n  \
+iotc onboard x509 --group line-2 --ca certs/root --intermediate certs/inter --device dev-01 --out bundles")]
+    X509(OnboardX509Args),
+    /// Create or reuse a symmetric-key enrollment group, derive device keys, register the
+    /// devices with DPS and write their bundles. Safe to rerun.
+    #[command(
+        name = "symmetric-key",
+        after_help = "Example:\n  iotc onboard symmetric-key --group sk-1 --count 3 --prefix sk- --out bundles"
+    )]
+    SymmetricKey(OnboardSymmetricArgs),
+}
+
+/// Which devices an onboarding registers.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeviceSelection {
+    /// One device (its id is also its registration id and certificate CN).
+    #[arg(long, conflicts_with_all = ["count", "prefix"])]
+    pub device: Option<RegistrationId>,
+    /// Number of devices to make, named PREFIX + a zero-padded number.
+    #[arg(long, requires = "prefix")]
+    pub count: Option<u64>,
+    /// Id prefix of the devices made by --count.
+    #[arg(long, requires = "count")]
+    pub prefix: Option<String>,
+}
+
+impl DeviceSelection {
+    fn source(&self) -> Option<Source> {
+        match (&self.device, self.count, &self.prefix) {
+            (Some(id), _, _) => Some(Source::Ids(vec![id.clone()])),
+            (None, Some(count), Some(prefix)) => Some(Source::Generated {
+                count,
+                prefix: prefix.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Where devices register.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DpsTarget {
+    /// The application's DPS ID scope (default: read from the enrollment group with the
+    /// preview API version).
+    #[arg(long, env = "IOTC_ID_SCOPE")]
+    pub id_scope: Option<IdScope>,
+    /// DPS endpoint (base URL). The global --ca-file is trusted for it too.
+    #[arg(long, env = "IOTC_DPS_ENDPOINT", default_value = GLOBAL_DPS_ENDPOINT)]
+    pub dps_endpoint: String,
+}
+
+/// How a batch runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Devices in flight at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: u32,
+    /// Attempts per device in one run before it is recorded as failed.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub attempts: u32,
+    /// Never draw a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Arguments of `iotc onboard x509`.
+#[derive(Debug, clap::Args)]
+pub struct OnboardX509Args {
+    /// Enrollment group id.
+    #[arg(long)]
+    pub group: EnrollmentGroupId,
+    /// Root CA files PREFIX_cert.pem / PREFIX_key.pem: loaded when they exist, made otherwise.
+    #[arg(long, value_name = "PREFIX")]
+    pub ca: PathBuf,
+    /// Intermediate CA PREFIX (loaded or issued by the root); it is uploaded, proved and signs
+    /// the devices.
+    #[arg(long, value_name = "PREFIX")]
+    pub intermediate: Option<PathBuf>,
+    /// Password of the CA keys (new keys are encrypted with it).
+    #[arg(long, env = "IOTC_CA_PASSWORD", hide_env_values = true)]
+    pub ca_password: Option<String>,
+    /// Upload the CA as already verified instead of proving possession of its key.
+    #[arg(long)]
+    pub verified_upload: bool,
+    /// The devices (none: only set up the group).
+    #[command(flatten)]
+    pub devices: DeviceSelection,
+    /// Folder of the device bundles (and the onboarding journal and report).
+    #[arg(long, default_value = "bundles")]
+    pub out: PathBuf,
+    /// DPS settings.
+    #[command(flatten)]
+    pub dps: DpsTarget,
+    /// Batch settings.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Arguments of `iotc onboard symmetric-key`.
+#[derive(Debug, clap::Args)]
+pub struct OnboardSymmetricArgs {
+    /// Enrollment group id.
+    #[arg(long)]
+    pub group: EnrollmentGroupId,
+    /// The devices (none: only set up the group).
+    #[command(flatten)]
+    pub devices: DeviceSelection,
+    /// Folder of the device bundles (and the onboarding journal and report).
+    #[arg(long, default_value = "bundles")]
+    pub out: PathBuf,
+    /// DPS settings.
+    #[command(flatten)]
+    pub dps: DpsTarget,
+    /// Batch settings.
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Arguments of `iotc provision`.
 #[derive(Debug, clap::Args)]
-pub struct ProvisionArgs {}
+#[command(
+    after_help = "Manifest: CSV with a header row; columns deviceId (required), displayName, \
+template, organization, simulated.\n\nExamples:\n  \
+iotc provision --manifest line1.csv --journal line1.journal --out bundles --group line-1 --ca certs/root\n  \
+iotc provision --count 1000 --prefix sn- --journal b.journal --out bundles --group sk-1\n  \
+iotc provision --journal line1.journal --out bundles --group line-1 --ca certs/root --resume"
+)]
+pub struct ProvisionArgs {
+    /// The manifest (CSV).
+    #[arg(long, conflicts_with_all = ["count", "prefix"])]
+    pub manifest: Option<PathBuf>,
+    /// Instead of a manifest: this many devices named PREFIX + a zero-padded number.
+    #[arg(long, requires = "prefix")]
+    pub count: Option<u64>,
+    /// Id prefix of the devices made by --count.
+    #[arg(long, requires = "count")]
+    pub prefix: Option<String>,
+    /// The journal (SQLite): created by a new batch, continued by --resume.
+    #[arg(long)]
+    pub journal: PathBuf,
+    /// Folder of the device bundles.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Enrollment group the devices belong to (x509 or symmetric key).
+    #[arg(long)]
+    pub group: EnrollmentGroupId,
+    /// CA PREFIX that signs device certificates (x509 groups).
+    #[arg(long, value_name = "PREFIX")]
+    pub ca: Option<PathBuf>,
+    /// Password of the CA key.
+    #[arg(long, env = "IOTC_CA_PASSWORD", hide_env_values = true)]
+    pub ca_password: Option<String>,
+    /// Continue the batch of an existing journal.
+    #[arg(long)]
+    pub resume: bool,
+    /// Check everything (manifest, group, CA, journal) and do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Report file (JSON); default OUT/report.json.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// DPS settings.
+    #[command(flatten)]
+    pub dps: DpsTarget,
+    /// Batch settings.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
 
 /// Arguments of `iotc demo`.
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    /// Data folder of the emulator and of everything the demo writes (default: a new
+    /// temporary folder, kept at the end so you can look at it).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Devices in the batch.
+    #[arg(long, default_value_t = 100)]
+    pub devices: u64,
+}
 
 /// Runs an onboard command.
-pub fn run_onboard(_cmd: OnboardCommand, _global: &GlobalArgs) -> CliResult {
-    Err("not implemented yet".into())
+pub fn run_onboard(cmd: OnboardCommand, global: &GlobalArgs) -> CliResult {
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        match cmd {
+            OnboardCommand::X509(args) => onboard_x509(args, global).await,
+            OnboardCommand::SymmetricKey(args) => onboard_symmetric(args, global).await,
+        }
+    })
 }
 
 /// Runs `iotc provision`.
-pub fn run_provision(_args: ProvisionArgs, _global: &GlobalArgs) -> CliResult {
-    Err("not implemented yet".into())
+pub fn run_provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
+    let rt = super::runtime()?;
+    rt.block_on(provision(args, global))
 }
 
 /// Runs `iotc demo`.
-pub fn run_demo(_args: DemoArgs, _global: &GlobalArgs) -> CliResult {
-    Err("not implemented yet".into())
+pub fn run_demo(args: DemoArgs, global: &GlobalArgs) -> CliResult {
+    let _ = (args, global);
+    Err("the demo needs the embedded emulator, which is not in this build yet".into())
+}
+
+/// A client for the application, with the preview api-version when `preview`.
+fn central_client(global: &GlobalArgs, preview: bool) -> Result<Client, CliError> {
+    if !preview {
+        return config::client(global);
+    }
+    let r = config::resolve(global)?;
+    let mut options = ClientOptions::default();
+    options.api_version = options.preview_api_version.clone();
+    if let Some(path) = &r.ca_file {
+        options = options.with_ca_pem(read_ca_file(path)?);
+    }
+    Ok(Client::new(&r.app, r.credential, Some(options))?)
+}
+
+fn read_ca_file(path: &Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| format!("cannot read CA file {}: {e}", path.display()).into())
+}
+
+/// DPS client options from the global --ca-file and the target.
+fn dps_options(
+    global: &GlobalArgs,
+    target: &DpsTarget,
+) -> Result<crate::dps::ClientOptions, CliError> {
+    let ca_file = config::resolve(global)
+        .ok()
+        .and_then(|r| r.ca_file)
+        .or_else(|| global.ca_file.clone());
+    Ok(crate::dps::ClientOptions {
+        endpoint: target.dps_endpoint.clone(),
+        ca_pem: match ca_file {
+            Some(p) => Some(read_ca_file(&p)?),
+            None => None,
+        },
+        ..crate::dps::ClientOptions::default()
+    })
+}
+
+/// The ID scope: given, or read from the group with the preview API.
+async fn id_scope(
+    global: &GlobalArgs,
+    target: &DpsTarget,
+    group: &str,
+) -> Result<IdScope, CliError> {
+    if let Some(s) = &target.id_scope {
+        return Ok(s.clone());
+    }
+    let preview = central_client(global, true)?;
+    let g = preview.get_enrollment_group(group).await.map_err(|e| {
+        format!("cannot read the ID scope from group {group}: {e} (pass --id-scope)")
+    })?;
+    let scope = g
+        .id_scope
+        .ok_or("the service did not return the group's ID scope; pass --id-scope")?;
+    Ok(IdScope::new(scope)?)
+}
+
+fn stop_on_ctrl_c() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "\ninterrupted: finishing the devices in flight; rerun with --resume to continue"
+            );
+            flag.store(true, Ordering::SeqCst);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                // The journal is crash-safe: leaving now loses nothing.
+                std::process::exit(super::EXIT_PARTIAL);
+            }
+        }
+    });
+    stop
+}
+
+fn batch_options(
+    run: &RunArgs,
+    out: &Path,
+    id_scope: &IdScope,
+    dps: &DpsTarget,
+    progress: bool,
+) -> BatchOptions {
+    BatchOptions {
+        concurrency: run.concurrency as usize,
+        max_attempts: run.attempts,
+        out_dir: out.to_owned(),
+        id_scope: id_scope.to_string(),
+        dps_endpoint: Some(dps.dps_endpoint.clone()),
+        progress: progress && !run.no_progress,
+        ..BatchOptions::default()
+    }
+}
+
+fn print_steps(steps: &[Step]) {
+    for s in steps {
+        let outcome = match s.outcome {
+            onboard::Outcome::Created => "created",
+            onboard::Outcome::Reused => "reused",
+            onboard::Outcome::Done => "done",
+        };
+        println!("{:<20} {:<8} {}", s.step, outcome, s.detail);
+    }
+}
+
+fn finish(steps: &[Step], report: Option<&Report>, global: &GlobalArgs) -> CliResult {
+    if global.output == super::output::OutputFormat::Json {
+        super::output::print_json(&serde_json::json!({ "steps": steps, "report": report }))?;
+    } else {
+        print_steps(steps);
+        if let Some(r) = report {
+            print!("{}", r.summary(20));
+            println!("bundles in {}", r.out_dir.display());
+        }
+    }
+    Ok(report.map(Report::exit_code).unwrap_or(EXIT_OK))
+}
+
+/// Opens the onboarding journal of `group` in `out` (made on first use) and plans the
+/// selected devices that are not in it yet.
+fn onboarding_journal(
+    out: &Path,
+    group: &str,
+    attestation: Attestation,
+    source: &Source,
+) -> Result<Journal, CliError> {
+    source.validate()?;
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let path = out.join(format!(".iotc-onboard-{group}.journal"));
+    let mut journal = if path.exists() {
+        let j = Journal::open(&path)?;
+        check_meta(j.meta(), group, attestation)?;
+        j
+    } else {
+        Journal::create(
+            &path,
+            BatchMeta {
+                group_id: group.to_owned(),
+                attestation,
+                source: "onboard".into(),
+                devices: 0,
+                created_at: crate::workflow::report::now_rfc3339(),
+            },
+        )?
+    };
+    journal.plan_from(source, true)?;
+    Ok(journal)
+}
+
+fn check_meta(meta: &BatchMeta, group: &str, attestation: Attestation) -> Result<(), CliError> {
+    if meta.group_id != group {
+        return Err(format!(
+            "the journal belongs to group {}, not {group}",
+            meta.group_id
+        )
+        .into());
+    }
+    if meta.attestation != attestation {
+        return Err(format!(
+            "the journal is for {:?} devices but group {group} uses {:?}",
+            meta.attestation, attestation
+        )
+        .into());
+    }
+    Ok(())
+}
+
+async fn onboard_x509(args: OnboardX509Args, global: &GlobalArgs) -> CliResult {
+    let client = config::client(global)?;
+    let group = args.group.as_str();
+    let source = args.devices.source();
+    if let Some(s) = &source {
+        s.validate()?;
+    }
+    let mut steps = Vec::new();
+    let spec = CaSpec {
+        root: args.ca.clone(),
+        intermediate: args.intermediate.clone(),
+        password: args.ca_password.clone().map(Secret::new),
+        name: group.to_owned(),
+    };
+    let cas = onboard::ensure_ca(&spec, &mut steps)?;
+    onboard::ensure_x509_group(
+        &client,
+        group,
+        cas.signing(),
+        args.verified_upload,
+        &mut steps,
+    )
+    .await?;
+    let Some(source) = source else {
+        return finish(&steps, None, global);
+    };
+    let scope = id_scope(global, &args.dps, group).await?;
+    let journal = onboarding_journal(&args.out, group, Attestation::X509, &source)?;
+    let services = RealServices::new(client, dps_options(global, &args.dps)?, scope.clone());
+    let issuer = X509Issuer::new(Arc::new(cas.into_signing()), LeafOptions::default());
+    let opts = batch_options(&args.run, &args.out, &scope, &args.dps, true);
+    let report = run_and_report(
+        journal,
+        services,
+        issuer,
+        opts,
+        Some(&args.out.join("report.json")),
+        stop_on_ctrl_c(),
+    )
+    .await?;
+    steps.push(Step {
+        step: "devices",
+        outcome: if report.completed_this_run == 0 {
+            onboard::Outcome::Reused
+        } else {
+            onboard::Outcome::Done
+        },
+        detail: format!(
+            "{} registered now, {} of {} done",
+            report.completed_this_run, report.succeeded, report.total
+        ),
+    });
+    finish(&steps, Some(&report), global)
+}
+
+async fn onboard_symmetric(args: OnboardSymmetricArgs, global: &GlobalArgs) -> CliResult {
+    let client = config::client(global)?;
+    let group = args.group.as_str();
+    let source = args.devices.source();
+    if let Some(s) = &source {
+        s.validate()?;
+    }
+    let mut steps = Vec::new();
+    let key = onboard::ensure_symmetric_group(&client, group, &mut steps).await?;
+    let Some(source) = source else {
+        return finish(&steps, None, global);
+    };
+    let scope = id_scope(global, &args.dps, group).await?;
+    let journal = onboarding_journal(&args.out, group, Attestation::SymmetricKey, &source)?;
+    let services = RealServices::new(client, dps_options(global, &args.dps)?, scope.clone());
+    let opts = batch_options(&args.run, &args.out, &scope, &args.dps, true);
+    let report = run_and_report(
+        journal,
+        services,
+        SymmetricKeyIssuer::new(key),
+        opts,
+        Some(&args.out.join("report.json")),
+        stop_on_ctrl_c(),
+    )
+    .await?;
+    steps.push(Step {
+        step: "devices",
+        outcome: if report.completed_this_run == 0 {
+            onboard::Outcome::Reused
+        } else {
+            onboard::Outcome::Done
+        },
+        detail: format!(
+            "{} registered now, {} of {} done",
+            report.completed_this_run, report.succeeded, report.total
+        ),
+    });
+    finish(&steps, Some(&report), global)
+}
+
+async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
+    // 1. The manifest, whole, before anything else.
+    let source = match (&args.manifest, args.count, &args.prefix) {
+        (Some(m), _, _) => Some(Source::Csv(m.clone())),
+        (None, Some(count), Some(prefix)) => Some(Source::Generated {
+            count,
+            prefix: prefix.clone(),
+        }),
+        _ if args.resume => None,
+        _ => return Err("give the devices: --manifest CSV, or --count N --prefix P".into()),
+    };
+    let summary = match &source {
+        Some(s) => Some(s.validate()?),
+        None => None,
+    };
+    if !args.resume && args.journal.exists() {
+        return Err(format!(
+            "journal {} exists: pass --resume to continue its batch, or choose another file",
+            args.journal.display()
+        )
+        .into());
+    }
+    if args.resume && !args.journal.exists() {
+        return Err(format!("no journal at {} to resume", args.journal.display()).into());
+    }
+
+    // 2. The group decides how devices attest.
+    let client = config::client(global)?;
+    let group = args.group.as_str();
+    let g = client
+        .get_enrollment_group(group)
+        .await
+        .map_err(|e| format!("cannot read enrollment group {group}: {e}"))?;
+    let attestation = match &g.attestation {
+        crate::central::models::GroupAttestation::X509 { .. } => Attestation::X509,
+        crate::central::models::GroupAttestation::SymmetricKey { .. } => Attestation::SymmetricKey,
+    };
+    let ca = match (attestation, &args.ca) {
+        (Attestation::X509, Some(prefix)) => Some(
+            Authority::load(prefix, args.ca_password.as_deref())
+                .map_err(|e| format!("cannot load the CA {}: {e}", prefix.display()))?,
+        ),
+        (Attestation::X509, None) => {
+            return Err(format!(
+                "group {group} is an x509 group: pass --ca PREFIX (the CA that signs device certificates)"
+            )
+            .into())
+        }
+        (Attestation::SymmetricKey, Some(_)) => {
+            return Err(format!("group {group} uses symmetric keys: --ca does not apply").into())
+        }
+        (Attestation::SymmetricKey, None) => None,
+    };
+    let group_key = match &g.attestation {
+        crate::central::models::GroupAttestation::SymmetricKey {
+            symmetric_key: Some(k),
+        } => Some(k.primary_key.clone()),
+        _ => None,
+    };
+    if attestation == Attestation::SymmetricKey && group_key.is_none() {
+        return Err(format!("group {group} returned no symmetric key").into());
+    }
+    let scope = id_scope(global, &args.dps, group).await?;
+
+    // 3. The journal.
+    if args.resume {
+        let j = Journal::open(&args.journal)?;
+        check_meta(j.meta(), group, attestation)?;
+        if let Some(s) = &source {
+            if j.meta().source != s.describe() {
+                return Err(format!(
+                    "the journal was planned from {}, not {}",
+                    j.meta().source,
+                    s.describe()
+                )
+                .into());
+            }
+        }
+    }
+    if args.dry_run {
+        let line = match (&summary, args.resume) {
+            (Some(s), false) => format!(
+                "dry run: would provision {} device(s) ({} with an IoT Central device created first)",
+                s.devices, s.with_central_fields
+            ),
+            _ => {
+                let j = Journal::open(&args.journal)?;
+                let c = j.counts()?;
+                format!(
+                    "dry run: would resume {}: {} of {} device(s) left ({} failed before)",
+                    args.journal.display(),
+                    c.total - c.done,
+                    c.total,
+                    c.failed
+                )
+            }
+        };
+        println!("{line}");
+        println!(
+            "group {group} ({}), ID scope {scope}, DPS {}{}, bundles in {}",
+            match attestation {
+                Attestation::X509 => "x509",
+                Attestation::SymmetricKey => "symmetric key",
+            },
+            args.dps.dps_endpoint,
+            ca.as_ref()
+                .map(|c| format!(", devices signed by {}", c.subject()))
+                .unwrap_or_default(),
+            args.out.display()
+        );
+        println!("nothing was done");
+        return Ok(EXIT_OK);
+    }
+    let journal = if args.resume {
+        Journal::open(&args.journal)?
+    } else {
+        let s = source.as_ref().ok_or("no device source")?;
+        let mut j = Journal::create(
+            &args.journal,
+            BatchMeta {
+                group_id: group.to_owned(),
+                attestation,
+                source: s.describe(),
+                devices: summary.as_ref().map(|s| s.devices).unwrap_or(0),
+                created_at: crate::workflow::report::now_rfc3339(),
+            },
+        )?;
+        j.plan_from(s, false)?;
+        j
+    };
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+
+    // 4. Run.
+    let services = RealServices::new(client, dps_options(global, &args.dps)?, scope.clone());
+    let opts = batch_options(
+        &args.run,
+        &args.out,
+        &scope,
+        &args.dps,
+        global.output != super::output::OutputFormat::Json,
+    );
+    let report_path = args
+        .report
+        .clone()
+        .unwrap_or_else(|| args.out.join("report.json"));
+    let stop = stop_on_ctrl_c();
+    let report = match (ca, group_key) {
+        (Some(ca), _) => {
+            run_and_report(
+                journal,
+                services,
+                X509Issuer::new(Arc::new(ca), LeafOptions::default()),
+                opts,
+                Some(&report_path),
+                stop,
+            )
+            .await?
+        }
+        (None, Some(key)) => {
+            run_and_report(
+                journal,
+                services,
+                SymmetricKeyIssuer::new(key),
+                opts,
+                Some(&report_path),
+                stop,
+            )
+            .await?
+        }
+        (None, None) => return Err("no credential source".into()),
+    };
+    if global.output == super::output::OutputFormat::Json {
+        super::output::print_json(&report)?;
+    } else {
+        print!("{}", report.summary(20));
+        println!(
+            "report {}; bundles in {}",
+            report_path.display(),
+            args.out.display()
+        );
+    }
+    Ok(report.exit_code())
 }

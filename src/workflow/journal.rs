@@ -257,6 +257,18 @@ pub enum JournalError {
     WriterGone,
 }
 
+/// Planning a batch failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The source could not be read (it was valid when checked, so it changed since).
+    #[error(transparent)]
+    Manifest(super::manifest::ManifestError),
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
 /// The journal, on one connection. Use [`JournalWriter`] from async code.
 pub struct Journal {
     conn: Connection,
@@ -432,6 +444,44 @@ impl Journal {
             }
         }
         tx.commit()?;
+        Ok(n)
+    }
+
+    /// Plans every device of a validated source in one transaction (a crash while planning
+    /// leaves no half plan). With `ignore_existing`, ids already in the journal are skipped
+    /// (an onboarding rerun that adds devices); otherwise they are an error.
+    pub fn plan_from(
+        &mut self,
+        source: &super::manifest::Source,
+        ignore_existing: bool,
+    ) -> Result<u64, PlanError> {
+        let tx = self.conn.transaction().map_err(JournalError::from)?;
+        let mut n = 0u64;
+        {
+            let sql = format!(
+                "INSERT {} INTO devices(device_id, line, display_name, template, organization, simulated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                if ignore_existing { "OR IGNORE" } else { "" }
+            );
+            let mut stmt = tx.prepare(&sql).map_err(JournalError::from)?;
+            source
+                .for_each(|s| {
+                    n += stmt.execute(params![
+                        s.device_id.as_str(),
+                        s.line as i64,
+                        s.display_name,
+                        s.template,
+                        s.organization.as_ref().map(|o| o.as_str()),
+                        s.simulated.map(i64::from),
+                    ])? as u64;
+                    Ok::<(), rusqlite::Error>(())
+                })
+                .map_err(|e| match e {
+                    super::manifest::ScanError::Manifest(m) => PlanError::Manifest(m),
+                    super::manifest::ScanError::Sink(e) => PlanError::Journal(e.into()),
+                })?;
+        }
+        tx.commit().map_err(JournalError::from)?;
         Ok(n)
     }
 

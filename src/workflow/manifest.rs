@@ -131,6 +131,8 @@ impl fmt::Display for ProblemList<'_> {
 pub enum Source {
     /// A CSV manifest with a header row.
     Csv(PathBuf),
+    /// These devices (for example one `--device ID`).
+    Ids(Vec<RegistrationId>),
     /// `count` devices named `prefix` + a zero-padded number from 1.
     Generated {
         /// How many devices.
@@ -150,6 +152,16 @@ pub struct Summary {
 }
 
 impl Source {
+    /// A short description, stored in the journal to recognise the batch on resume.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Csv(p) => format!("manifest {}", p.display()),
+            Source::Ids(ids) if ids.len() == 1 => format!("device {}", ids[0]),
+            Source::Ids(ids) => format!("{} devices", ids.len()),
+            Source::Generated { count, prefix } => format!("--count {count} --prefix {prefix}"),
+        }
+    }
+
     /// Validates the whole source and returns how many devices it holds, or every problem.
     pub fn validate(&self) -> Result<Summary, ManifestError> {
         let mut summary = Summary {
@@ -199,6 +211,12 @@ impl Source {
                         })
                     })?;
                     sink(DeviceSpec::bare(id)).map_err(ScanError::Sink)?;
+                }
+                Ok(())
+            }
+            Source::Ids(ids) => {
+                for id in ids {
+                    sink(DeviceSpec::bare(id.clone())).map_err(ScanError::Sink)?;
                 }
                 Ok(())
             }

@@ -9,4 +9,7 @@
 pub mod bundle;
 pub mod journal;
 pub mod manifest;
+pub mod onboard;
+pub mod provision;
 pub mod report;
+pub mod services;

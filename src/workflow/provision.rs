@@ -1,0 +1,885 @@
+//! The batch engine: takes the devices of a journal that are not done and walks each one
+//! through its steps with bounded concurrency, committing every step before the next.
+//!
+//! The engine knows nothing of HTTP: it talks to the services through [`Services`] (IoT
+//! Central device creation, DPS registration and status lookup) and makes credentials
+//! through [`Issuer`]. [`RealServices`] is the production implementation over
+//! [`crate::central::Client`] and [`crate::dps::Client`]; the unit tests use an in-memory one
+//! so a crash can be injected between any two steps.
+//!
+//! Exactly-once registration: the journal records `registering` before DPS is called. A
+//! device found in `registering` (a crash, or a retry after an answer that never came) is
+//! first looked up with DPS's status lookup; only when DPS has no assignment for it is a
+//! registration sent. Per-device failures are recorded in the journal and the batch goes on.
+
+use super::bundle::{self, BundleContents, Credential};
+use super::journal::{DeviceRecord, JournalError, JournalWriter, State, Transition, Update};
+use crate::ids::RegistrationId;
+use crate::secret::Secret;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why one step of one device failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepError {
+    /// What failed and why (no secrets).
+    pub message: String,
+    /// Whether trying again may succeed (throttling, 5xx, network).
+    pub retryable: bool,
+}
+
+impl StepError {
+    /// A failure that will not go away by retrying.
+    pub fn permanent(message: impl Into<String>) -> StepError {
+        StepError {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// A failure that may go away.
+    pub fn transient(message: impl Into<String>) -> StepError {
+        StepError {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Formats an error with its causes on one line.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// A credential made for a device.
+#[derive(Debug, Clone)]
+pub enum NewCredential {
+    /// A private key and its certificate, stored together.
+    X509 {
+        /// PKCS#8 PEM private key.
+        key_pem: Secret,
+        /// Device certificate PEM.
+        cert_pem: String,
+        /// Leaf + intermediates PEM.
+        chain_pem: String,
+    },
+    /// A derived symmetric key.
+    SymmetricKey(Secret),
+}
+
+/// Makes device credentials (CPU work, no I/O).
+pub trait Issuer: Send + Sync + 'static {
+    /// A new credential for this registration id.
+    fn issue(&self, id: &RegistrationId) -> Result<NewCredential, StepError>;
+}
+
+/// What DPS assigned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// The hub.
+    pub assigned_hub: String,
+    /// The device id on that hub.
+    pub device_id: String,
+}
+
+/// The device's credential as stored in the journal, for a DPS call.
+#[derive(Debug, Clone)]
+pub enum StoredCredential {
+    /// Key + chain (leaf first).
+    X509 {
+        /// PKCS#8 PEM private key.
+        key_pem: Secret,
+        /// Leaf + intermediates PEM.
+        chain_pem: String,
+    },
+    /// The derived key.
+    SymmetricKey(Secret),
+}
+
+/// The services a batch talks to.
+pub trait Services: Send + Sync + 'static {
+    /// Creates (or updates to the manifest's values) the IoT Central device.
+    fn create_device(
+        &self,
+        rec: &DeviceRecord,
+    ) -> impl Future<Output = Result<(), StepError>> + Send;
+    /// Registers the device with DPS and waits for the assignment.
+    fn register(
+        &self,
+        rec: &DeviceRecord,
+        cred: &StoredCredential,
+    ) -> impl Future<Output = Result<Assignment, StepError>> + Send;
+    /// The device's current assignment, if DPS has one, without registering it.
+    fn lookup(
+        &self,
+        rec: &DeviceRecord,
+        cred: &StoredCredential,
+    ) -> impl Future<Output = Result<Option<Assignment>, StepError>> + Send;
+}
+
+/// How a batch runs.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    /// Devices in flight at once.
+    pub concurrency: usize,
+    /// Attempts per device in this run before it is recorded as failed.
+    pub max_attempts: u32,
+    /// First backoff between attempts (doubles).
+    pub retry_delay: Duration,
+    /// Where bundles go.
+    pub out_dir: PathBuf,
+    /// The ID scope written into bundles.
+    pub id_scope: String,
+    /// The DPS endpoint written into bundles.
+    pub dps_endpoint: Option<String>,
+    /// Show a progress bar on stderr (when it is a terminal).
+    pub progress: bool,
+    /// Test hook: stop the whole run (as a crash would) after this many journal commits.
+    pub crash_after_commits: Option<u64>,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions {
+            concurrency: 16,
+            max_attempts: 3,
+            retry_delay: Duration::from_millis(500),
+            out_dir: PathBuf::from("bundles"),
+            id_scope: String::new(),
+            dps_endpoint: None,
+            progress: false,
+            crash_after_commits: None,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Devices that reached `bundle_written` in this run.
+    pub completed: u64,
+    /// Devices recorded as failed in this run.
+    pub failed: u64,
+    /// Whether the run stopped early (Ctrl-C or the crash hook).
+    pub interrupted: bool,
+}
+
+/// The batch engine failed as a whole (the journal is unusable); per-device failures are not
+/// errors, they are in the journal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// The journal failed.
+    #[error("journal failed")]
+    Journal(#[from] JournalError),
+    /// A worker task panicked.
+    #[error("a worker stopped unexpectedly: {0}")]
+    Worker(String),
+    /// The report could not be written.
+    #[error(transparent)]
+    Report(#[from] super::report::ReportError),
+}
+
+/// Runs the batch of `journal` and writes its report to `report_path` (JSON). The report
+/// counts every device of the journal, including those done by earlier runs.
+pub async fn run_and_report<S: Services, I: Issuer>(
+    journal: super::journal::Journal,
+    services: S,
+    issuer: I,
+    opts: BatchOptions,
+    report_path: Option<&std::path::Path>,
+    stop: Arc<AtomicBool>,
+) -> Result<super::report::Report, BatchError> {
+    let meta = journal.meta().clone();
+    let journal_path = journal.path().to_owned();
+    let out_dir = opts.out_dir.clone();
+    let writer = JournalWriter::spawn(journal);
+    let started_at = super::report::now_rfc3339();
+    let clock = std::time::Instant::now();
+    let stats = run_batch(writer.clone(), services, issuer, opts, stop).await?;
+    let elapsed = clock.elapsed();
+    let counts = writer.counts().await?;
+    let failures = writer.failures().await?;
+    let report = super::report::Report::new(
+        &meta,
+        &journal_path,
+        &out_dir,
+        false,
+        started_at,
+        elapsed,
+        counts,
+        stats.completed,
+        failures,
+    );
+    if let Some(path) = report_path {
+        report.write_json(path)?;
+    }
+    Ok(report)
+}
+
+struct Shared<S, I> {
+    services: S,
+    issuer: I,
+    journal: JournalWriter,
+    opts: BatchOptions,
+    stop: AtomicBool,
+    commits: AtomicU64,
+}
+
+enum DeviceOutcome {
+    Done,
+    Failed,
+    Stopped,
+}
+
+/// Runs every device of the journal that is not done. Returns when all have been tried, or
+/// when `stop` becomes true (in-flight devices finish their current step first).
+pub async fn run_batch<S: Services, I: Issuer>(
+    journal: JournalWriter,
+    services: S,
+    issuer: I,
+    opts: BatchOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<RunStats, BatchError> {
+    let _ = bundle::clean_temporaries(&opts.out_dir);
+    let todo = journal.counts().await?;
+    let bar = progress_bar(opts.progress, todo.total - todo.done);
+    let concurrency = opts.concurrency.max(1);
+    let shared = Arc::new(Shared {
+        services,
+        issuer,
+        journal: journal.clone(),
+        opts,
+        stop: AtomicBool::new(false),
+        commits: AtomicU64::new(0),
+    });
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut stats = RunStats::default();
+    let mut after = 0i64;
+    let page = (concurrency * 4).clamp(64, 1024);
+    let collect = |r: Result<Result<DeviceOutcome, BatchError>, tokio::task::JoinError>,
+                   stats: &mut RunStats|
+     -> Result<(), BatchError> {
+        match r.map_err(|e| BatchError::Worker(e.to_string()))?? {
+            DeviceOutcome::Done => {
+                stats.completed += 1;
+                bar.inc(1);
+            }
+            DeviceOutcome::Failed => {
+                stats.failed += 1;
+                bar.inc(1);
+            }
+            DeviceOutcome::Stopped => stats.interrupted = true,
+        }
+        Ok(())
+    };
+    'pages: loop {
+        let records = journal.pending(after, page).await?;
+        let Some(last) = records.last() else { break };
+        after = last.seq;
+        for rec in records {
+            let permit = tokio::select! {
+                p = semaphore.clone().acquire_owned() => p.map_err(|e| BatchError::Worker(e.to_string()))?,
+                _ = wait_for(&stop) => { stats.interrupted = true; break 'pages; }
+            };
+            if shared.stop.load(Ordering::SeqCst) {
+                stats.interrupted = true;
+                break 'pages;
+            }
+            let shared = shared.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                process_device(&shared, rec).await
+            });
+            while let Some(r) = tasks.try_join_next() {
+                collect(r, &mut stats)?;
+            }
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        collect(r, &mut stats)?;
+    }
+    if stop.load(Ordering::SeqCst) || shared.stop.load(Ordering::SeqCst) {
+        stats.interrupted = true;
+    }
+    bar.finish_and_clear();
+    Ok(stats)
+}
+
+async fn wait_for(flag: &AtomicBool) {
+    while !flag.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} devices  {per_sec}  ETA {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// A step outcome inside one attempt.
+enum AttemptError {
+    Step(StepError),
+    Journal(JournalError),
+    Stopped,
+}
+
+impl From<StepError> for AttemptError {
+    fn from(e: StepError) -> Self {
+        AttemptError::Step(e)
+    }
+}
+
+async fn process_device<S: Services, I: Issuer>(
+    shared: &Shared<S, I>,
+    mut rec: DeviceRecord,
+) -> Result<DeviceOutcome, BatchError> {
+    let mut attempts = 0u32;
+    // Registering found at the start means a registration may already have reached DPS.
+    let mut maybe_sent = rec.state == State::Registering;
+    loop {
+        attempts += 1;
+        match attempt(shared, &mut rec, &mut maybe_sent).await {
+            Ok(()) => return Ok(DeviceOutcome::Done),
+            Err(AttemptError::Stopped) => return Ok(DeviceOutcome::Stopped),
+            Err(AttemptError::Journal(JournalError::IllegalTransition { .. })) => {
+                // Someone else moved this device (should not happen with one process per
+                // journal): reread nothing, report it as a failure of this device.
+                record_failure(shared, &rec, "journal state changed under us", attempts).await?;
+                return Ok(DeviceOutcome::Failed);
+            }
+            Err(AttemptError::Journal(e)) => return Err(e.into()),
+            Err(AttemptError::Step(e)) => {
+                if rec.state == State::Registering {
+                    maybe_sent = true;
+                }
+                if e.retryable && attempts < shared.opts.max_attempts {
+                    let delay = shared.opts.retry_delay * 2u32.saturating_pow(attempts - 1);
+                    tracing::debug!(device = %rec.device_id, "attempt {attempts} failed, retrying: {e}");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                record_failure(shared, &rec, &e.message, attempts).await?;
+                return Ok(DeviceOutcome::Failed);
+            }
+        }
+    }
+}
+
+async fn record_failure<S, I>(
+    shared: &Shared<S, I>,
+    rec: &DeviceRecord,
+    reason: &str,
+    attempts: u32,
+) -> Result<(), BatchError> {
+    shared
+        .journal
+        .apply(Update::Fail {
+            device_id: rec.device_id.clone(),
+            reason: reason.to_owned(),
+            attempts,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Commits a transition and mirrors it into `rec`.
+async fn commit<S, I>(
+    shared: &Shared<S, I>,
+    rec: &mut DeviceRecord,
+    t: Transition,
+) -> Result<(), AttemptError> {
+    if shared.stop.load(Ordering::SeqCst) {
+        return Err(AttemptError::Stopped);
+    }
+    let to = t.to;
+    let secret = t.secret.clone();
+    let (cert, chain, hub, dev) = (
+        t.cert_pem.clone(),
+        t.chain_pem.clone(),
+        t.assigned_hub.clone(),
+        t.dps_device_id.clone(),
+    );
+    shared
+        .journal
+        .advance(t)
+        .await
+        .map_err(AttemptError::Journal)?;
+    if let Some(to) = to {
+        rec.state = to;
+    }
+    rec.secret = secret.or(rec.secret.take());
+    rec.cert_pem = cert.or(rec.cert_pem.take());
+    rec.chain_pem = chain.or(rec.chain_pem.take());
+    rec.assigned_hub = hub.or(rec.assigned_hub.take());
+    rec.dps_device_id = dev.or(rec.dps_device_id.take());
+    let n = shared.commits.fetch_add(1, Ordering::SeqCst) + 1;
+    if shared
+        .opts
+        .crash_after_commits
+        .is_some_and(|limit| n >= limit)
+    {
+        shared.stop.store(true, Ordering::SeqCst);
+        return Err(AttemptError::Stopped);
+    }
+    Ok(())
+}
+
+fn stored_credential(rec: &DeviceRecord) -> Result<StoredCredential, StepError> {
+    let secret = rec.secret.clone().ok_or_else(|| {
+        StepError::permanent(format!(
+            "the journal has no key for {} in state {}",
+            rec.device_id, rec.state
+        ))
+    })?;
+    Ok(match &rec.cert_pem {
+        Some(_) => StoredCredential::X509 {
+            key_pem: secret,
+            chain_pem: rec
+                .chain_pem
+                .clone()
+                .or_else(|| rec.cert_pem.clone())
+                .unwrap_or_default(),
+        },
+        None => StoredCredential::SymmetricKey(secret),
+    })
+}
+
+fn needs_central_device(rec: &DeviceRecord) -> bool {
+    rec.display_name.is_some()
+        || rec.template.is_some()
+        || rec.organization.is_some()
+        || rec.simulated.is_some()
+}
+
+async fn attempt<S: Services, I: Issuer>(
+    shared: &Shared<S, I>,
+    rec: &mut DeviceRecord,
+    maybe_sent: &mut bool,
+) -> Result<(), AttemptError> {
+    loop {
+        let id = rec.device_id.clone();
+        match rec.state {
+            State::Planned => {
+                let reg = RegistrationId::new(id.clone())
+                    .map_err(|e| StepError::permanent(e.to_string()))?;
+                let t = match shared.issuer.issue(&reg)? {
+                    NewCredential::X509 {
+                        key_pem,
+                        cert_pem,
+                        chain_pem,
+                    } => Transition {
+                        secret: Some(key_pem),
+                        cert_pem: Some(cert_pem),
+                        chain_pem: Some(chain_pem),
+                        ..Transition::new(&id, State::Planned, State::CertIssued)
+                    },
+                    NewCredential::SymmetricKey(key) => Transition {
+                        secret: Some(key),
+                        ..Transition::new(&id, State::Planned, State::KeyWritten)
+                    },
+                };
+                commit(shared, rec, t).await?;
+            }
+            State::KeyWritten | State::CertIssued => {
+                let from = rec.state;
+                if needs_central_device(rec) {
+                    shared.services.create_device(rec).await?;
+                    commit(
+                        shared,
+                        rec,
+                        Transition::new(&id, from, State::DeviceCreated),
+                    )
+                    .await?;
+                } else {
+                    commit(shared, rec, Transition::new(&id, from, State::Registering)).await?;
+                }
+            }
+            State::DeviceCreated => {
+                commit(
+                    shared,
+                    rec,
+                    Transition::new(&id, State::DeviceCreated, State::Registering),
+                )
+                .await?;
+            }
+            State::Registering => {
+                let cred = stored_credential(rec)?;
+                let mut found = None;
+                if *maybe_sent {
+                    found = shared.services.lookup(rec, &cred).await?;
+                }
+                let assignment = match found {
+                    Some(a) => a,
+                    None => {
+                        *maybe_sent = true;
+                        shared.services.register(rec, &cred).await?
+                    }
+                };
+                let t = Transition {
+                    assigned_hub: Some(assignment.assigned_hub),
+                    dps_device_id: Some(assignment.device_id),
+                    ..Transition::new(&id, State::Registering, State::Registered)
+                };
+                commit(shared, rec, t).await?;
+            }
+            State::Registered => {
+                let contents = bundle_contents(rec, &shared.opts)?;
+                let out = shared.opts.out_dir.clone();
+                tokio::task::spawn_blocking(move || bundle::write(&out, &contents))
+                    .await
+                    .map_err(|e| StepError::permanent(format!("bundle writer: {e}")))?
+                    .map_err(|e| StepError::permanent(chain(&e)))?;
+                commit(
+                    shared,
+                    rec,
+                    Transition::new(&id, State::Registered, State::BundleWritten),
+                )
+                .await?;
+            }
+            State::BundleWritten => return Ok(()),
+        }
+    }
+}
+
+fn bundle_contents(rec: &DeviceRecord, opts: &BatchOptions) -> Result<BundleContents, StepError> {
+    let credential = match stored_credential(rec)? {
+        StoredCredential::X509 { key_pem, chain_pem } => Credential::X509 {
+            cert_pem: rec.cert_pem.clone().unwrap_or_default(),
+            key_pem,
+            fullchain_pem: chain_pem,
+            pfx: None,
+        },
+        StoredCredential::SymmetricKey(device_key) => Credential::SymmetricKey { device_key },
+    };
+    Ok(BundleContents {
+        device_id: rec
+            .dps_device_id
+            .clone()
+            .unwrap_or_else(|| rec.device_id.clone()),
+        registration_id: rec.device_id.clone(),
+        id_scope: opts.id_scope.clone(),
+        assigned_hub: rec.assigned_hub.clone().unwrap_or_default(),
+        dps_endpoint: opts.dps_endpoint.clone(),
+        cert_sha1_thumbprint: None,
+        credential,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::RegistrationId;
+    use crate::workflow::journal::{Attestation, BatchMeta, Journal};
+    use crate::workflow::manifest::DeviceSpec;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// An in-memory IoT Central + DPS that counts what it was asked, fails on request and
+    /// can "lose" answers (the registration happens, the caller gets an error).
+    #[derive(Default)]
+    struct Fake {
+        created: Mutex<HashMap<String, u32>>,
+        registered: Mutex<HashMap<String, u32>>,
+        fail_register: Mutex<HashMap<String, (u32, bool)>>, // id -> (times left, retryable)
+        lose_answer: Mutex<HashMap<String, u32>>,
+        lookups: AtomicU64,
+    }
+
+    impl Services for Arc<Fake> {
+        async fn create_device(&self, rec: &DeviceRecord) -> Result<(), StepError> {
+            *self
+                .created
+                .lock()
+                .unwrap()
+                .entry(rec.device_id.clone())
+                .or_default() += 1;
+            Ok(())
+        }
+        async fn register(
+            &self,
+            rec: &DeviceRecord,
+            cred: &StoredCredential,
+        ) -> Result<Assignment, StepError> {
+            tokio::task::yield_now().await;
+            match cred {
+                StoredCredential::X509 { key_pem, .. } => {
+                    assert_eq!(key_pem.expose(), format!("KEY-{}", rec.device_id))
+                }
+                StoredCredential::SymmetricKey(k) => {
+                    assert_eq!(k.expose(), format!("SYM-{}", rec.device_id))
+                }
+            }
+            if let Some((left, retryable)) =
+                self.fail_register.lock().unwrap().get_mut(&rec.device_id)
+            {
+                if *left > 0 {
+                    *left -= 1;
+                    return Err(StepError {
+                        message: "HTTP 503".into(),
+                        retryable: *retryable,
+                    });
+                }
+            }
+            *self
+                .registered
+                .lock()
+                .unwrap()
+                .entry(rec.device_id.clone())
+                .or_default() += 1;
+            if let Some(left) = self.lose_answer.lock().unwrap().get_mut(&rec.device_id) {
+                if *left > 0 {
+                    *left -= 1;
+                    return Err(StepError::transient("connection reset"));
+                }
+            }
+            Ok(Assignment {
+                assigned_hub: "hub-1".into(),
+                device_id: rec.device_id.clone(),
+            })
+        }
+        async fn lookup(
+            &self,
+            rec: &DeviceRecord,
+            _cred: &StoredCredential,
+        ) -> Result<Option<Assignment>, StepError> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            Ok(self
+                .registered
+                .lock()
+                .unwrap()
+                .contains_key(&rec.device_id)
+                .then(|| Assignment {
+                    assigned_hub: "hub-1".into(),
+                    device_id: rec.device_id.clone(),
+                }))
+        }
+    }
+
+    /// Counts issued credentials: a resume must never make a second one for a device.
+    #[derive(Default)]
+    struct CountingIssuer {
+        symmetric: bool,
+        issued: Mutex<HashMap<String, u32>>,
+    }
+
+    impl Issuer for Arc<CountingIssuer> {
+        fn issue(&self, id: &RegistrationId) -> Result<NewCredential, StepError> {
+            *self
+                .issued
+                .lock()
+                .unwrap()
+                .entry(id.to_string())
+                .or_default() += 1;
+            Ok(if self.symmetric {
+                NewCredential::SymmetricKey(Secret::new(format!("SYM-{id}")))
+            } else {
+                NewCredential::X509 {
+                    key_pem: Secret::new(format!("KEY-{id}")),
+                    cert_pem: format!("CERT-{id}\n"),
+                    chain_pem: format!("CERT-{id}\nCA\n"),
+                }
+            })
+        }
+    }
+
+    struct Batch {
+        dir: tempfile::TempDir,
+        fake: Arc<Fake>,
+        issuer: Arc<CountingIssuer>,
+    }
+
+    impl Batch {
+        fn new(n: usize, symmetric: bool, central_fields: bool) -> Batch {
+            let dir = tempfile::tempdir().unwrap();
+            let meta = BatchMeta {
+                group_id: "g".into(),
+                attestation: if symmetric {
+                    Attestation::SymmetricKey
+                } else {
+                    Attestation::X509
+                },
+                source: "test".into(),
+                devices: n as u64,
+                created_at: "now".into(),
+            };
+            let mut j = Journal::create(&dir.path().join("j.sqlite"), meta).unwrap();
+            let specs: Vec<DeviceSpec> = (0..n)
+                .map(|i| DeviceSpec {
+                    display_name: central_fields.then(|| format!("Device {i}")),
+                    ..DeviceSpec::bare(RegistrationId::new(format!("dev-{i:03}")).unwrap())
+                })
+                .collect();
+            j.plan(&specs).unwrap();
+            Batch {
+                dir,
+                fake: Arc::default(),
+                issuer: Arc::new(CountingIssuer {
+                    symmetric,
+                    ..Default::default()
+                }),
+            }
+        }
+
+        fn run(&self, crash_after: Option<u64>) -> RunStats {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let j = Journal::open(&self.dir.path().join("j.sqlite")).unwrap();
+            let writer = JournalWriter::spawn(j);
+            let opts = BatchOptions {
+                concurrency: 8,
+                retry_delay: Duration::from_millis(1),
+                out_dir: self.dir.path().join("out"),
+                id_scope: "0ne0000TEST".into(),
+                crash_after_commits: crash_after,
+                ..BatchOptions::default()
+            };
+            let stats = rt
+                .block_on(run_batch(
+                    writer,
+                    self.fake.clone(),
+                    self.issuer.clone(),
+                    opts,
+                    Arc::new(AtomicBool::new(false)),
+                ))
+                .unwrap();
+            // Dropping the runtime drops the writer: the journal connection closes, as in a
+            // crash nothing else is written.
+            drop(rt);
+            stats
+        }
+
+        fn journal(&self) -> Journal {
+            Journal::open(&self.dir.path().join("j.sqlite")).unwrap()
+        }
+
+        fn assert_all_done_exactly_once(&self, n: usize) {
+            let j = self.journal();
+            assert_eq!(j.counts().unwrap().done, n as u64);
+            let reg = self.fake.registered.lock().unwrap();
+            let issued = self.issuer.issued.lock().unwrap();
+            for rec in j.all().unwrap() {
+                assert_eq!(
+                    reg.get(&rec.device_id),
+                    Some(&1),
+                    "{} registered once",
+                    rec.device_id
+                );
+                assert_eq!(
+                    issued.get(&rec.device_id),
+                    Some(&1),
+                    "{} issued once",
+                    rec.device_id
+                );
+                assert!(rec.secret.is_none());
+                let b = bundle::check(&self.dir.path().join("out").join(&rec.device_id)).unwrap();
+                assert_eq!(b.assigned_hub, "hub-1");
+                assert_eq!(b.id_scope, "0ne0000TEST");
+            }
+        }
+    }
+
+    #[test]
+    fn a_clean_batch_does_every_device_once() {
+        let b = Batch::new(40, false, true);
+        let stats = b.run(None);
+        assert_eq!(stats.completed, 40);
+        assert!(!stats.interrupted);
+        b.assert_all_done_exactly_once(40);
+        assert_eq!(b.fake.created.lock().unwrap().len(), 40);
+        assert_eq!(b.fake.lookups.load(Ordering::SeqCst), 0);
+        let key =
+            std::fs::read_to_string(b.dir.path().join("out/dev-007/dev-007_key.pem")).unwrap();
+        assert_eq!(key, "KEY-dev-007");
+        // A rerun finds nothing to do.
+        assert_eq!(b.run(None), RunStats::default());
+    }
+
+    #[test]
+    fn a_crash_after_any_commit_resumes_to_exactly_once() {
+        // 6 devices, X.509 with IoT Central creation: 5 commits each. Crash after every
+        // possible number of commits, then resume.
+        for symmetric in [false, true] {
+            for k in 1..30u64 {
+                let b = Batch::new(6, symmetric, !symmetric);
+                let first = b.run(Some(k));
+                assert!(first.interrupted || first.completed == 6, "k={k}");
+                let second = b.run(None);
+                assert!(!second.interrupted);
+                b.assert_all_done_exactly_once(6);
+            }
+        }
+    }
+
+    #[test]
+    fn a_lost_answer_is_looked_up_not_registered_again() {
+        let b = Batch::new(3, false, false);
+        b.fake
+            .lose_answer
+            .lock()
+            .unwrap()
+            .insert("dev-001".into(), 1);
+        let stats = b.run(None);
+        assert_eq!(stats.completed, 3);
+        b.assert_all_done_exactly_once(3);
+        assert_eq!(b.fake.lookups.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn failures_are_recorded_and_retried_on_resume() {
+        let b = Batch::new(5, true, false);
+        b.fake.fail_register.lock().unwrap().extend([
+            ("dev-001".to_string(), (1, true)),
+            ("dev-003".to_string(), (10, false)),
+        ]);
+        let stats = b.run(None);
+        assert_eq!(
+            (stats.completed, stats.failed),
+            (4, 1),
+            "a transient failure is retried in-run"
+        );
+        let f = b.journal().failures().unwrap();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].0, "dev-003");
+        assert_eq!(f[0].1, State::Registering);
+        assert_eq!(f[0].3, 1, "a permanent failure is not retried in-run");
+        // The cause goes away; a resume finishes the device.
+        b.fake.fail_register.lock().unwrap().clear();
+        let stats = b.run(None);
+        assert_eq!(stats.completed, 1);
+        b.assert_all_done_exactly_once(5);
+        assert_eq!(b.journal().get("dev-003").unwrap().unwrap().attempts, 1);
+    }
+}
