@@ -42,6 +42,14 @@ pub struct Settings {
     /// How many times DPS answers `assigning` before `assigned`.
     #[serde(default)]
     pub dps_assigning_polls: u32,
+    /// Seconds DPS sends in `Retry-After` while a registration is assigning (the real
+    /// service sends about 3; 0 makes tests and benchmarks poll at once).
+    #[serde(default = "default_dps_retry_after")]
+    pub dps_retry_after_seconds: u32,
+}
+
+fn default_dps_retry_after() -> u32 {
+    1
 }
 
 impl Default for Settings {
@@ -50,6 +58,7 @@ impl Default for Settings {
             rate_limit: Some(20),
             faults: FaultSettings::default(),
             dps_assigning_polls: 1,
+            dps_retry_after_seconds: default_dps_retry_after(),
         }
     }
 }
@@ -72,6 +81,9 @@ impl Settings {
         }
         if f.latency_ms > 60_000 {
             return Err("faults.latencyMs must be at most 60000".into());
+        }
+        if self.dps_retry_after_seconds > 60 {
+            return Err("dpsRetryAfterSeconds must be at most 60".into());
         }
         if self.dps_assigning_polls > 100 {
             return Err("dpsAssigningPolls must be at most 100".into());
