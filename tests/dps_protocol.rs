@@ -309,6 +309,7 @@ async fn cli_registers_with_an_encrypted_key_and_a_derived_group_key() {
         &dev,
         &iotc::cert::WriteOptions {
             password: Some(iotc::secret::Secret::new("correct horse")),
+            pfx: true,
             ..Default::default()
         },
     )
@@ -351,6 +352,39 @@ async fn cli_registers_with_an_encrypted_key_and_a_derived_group_key() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["deviceId"], "cli-dev-1");
     assert_eq!(v["x509"]["enrollmentGroupId"], "cli-group");
+
+    // The same device from its PKCS#12 file (key + chain inside).
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        let info = info.clone();
+        move || {
+            std::process::Command::new(bin)
+                .args(["--output", "json", "--ca-file"])
+                .arg(&info.ca_cert)
+                .args(["dps", "register", "--id-scope", &info.id_scope])
+                .args([
+                    "--registration-id",
+                    "cli-dev-1",
+                    "--endpoint",
+                    &info.dps_endpoint,
+                ])
+                .arg("--pfx")
+                .arg(dir.join("cli-dev-1.pfx"))
+                .arg("--key-password-file")
+                .arg(dir.join("pw.txt"))
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["deviceId"], "cli-dev-1");
 
     // Symmetric key through a group key file, table output; then a refusal exits 2.
     let gk = env.sas_group("cli-sas").await;
