@@ -10,8 +10,11 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// One request: its query and its Authorization header.
+type Request = (HashMap<String, String>, String);
+
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(HashMap<String, String>, String)>>>);
+struct Seen(Arc<Mutex<Vec<Request>>>);
 
 async fn devices(
     State(seen): State<Seen>,
