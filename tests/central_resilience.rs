@@ -349,4 +349,31 @@ fn credentials_are_sent_in_the_forms_iot_central_expects() {
     );
     assert!(seen[0].starts_with("SharedAccessSignature "));
     assert_eq!(seen[1], "Bearer eyJ0eXAiOiJKV1QifQ.e30.sig");
+
+    // a token provider (the plug-in point for azure_identity) is asked before every request
+    struct Counting(std::sync::atomic::AtomicU32);
+    impl iotc::central::TokenProvider for Counting {
+        fn token(&self) -> iotc::central::credential::TokenFuture<'_> {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move { Ok(iotc::secret::Secret::new(format!("token-{n}"))) })
+        }
+    }
+    let provided = Client::new(
+        &proxy.url,
+        Credential::Provider(std::sync::Arc::new(Counting(0.into()))),
+        Some(
+            emu.options()
+                .with_ca_pem(proxy.ca_pem.clone())
+                .with_max_retries(0),
+        ),
+    )
+    .unwrap();
+    emu.block_on(async {
+        for _ in 0..2 {
+            let e = provided.list_roles().collect_all().await.unwrap_err();
+            assert_eq!(e.status(), Some(401), "{e}");
+        }
+    });
+    let seen = proxy.authorizations();
+    assert_eq!(&seen[2..], ["Bearer token-0", "Bearer token-1"]);
 }
