@@ -230,8 +230,12 @@ pub fn run_provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
 
 /// Runs `iotc demo`.
 pub fn run_demo(args: DemoArgs, global: &GlobalArgs) -> CliResult {
-    let _ = (args, global);
-    Err("the demo needs the embedded emulator, which is not in this build yet".into())
+    let rt = super::runtime()?;
+    rt.block_on(crate::workflow::demo::run(
+        args.data_dir,
+        args.devices,
+        global.output == super::output::OutputFormat::Json,
+    ))
 }
 
 /// A client for the application, with the preview api-version when `preview`.
@@ -608,7 +612,16 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
         return Ok(EXIT_OK);
     }
     let journal = if args.resume {
-        Journal::open(&args.journal)?
+        let mut j = Journal::open(&args.journal)?;
+        if !j.is_planned()? {
+            // The run that made it died before its plan was committed.
+            let s = source.as_ref().ok_or(
+                "the journal's batch was never planned (its first run was interrupted): \
+                 pass the same --manifest (or --count/--prefix) with --resume",
+            )?;
+            j.plan_from(s, false)?;
+        }
+        j
     } else {
         let s = source.as_ref().ok_or("no device source")?;
         let mut j = Journal::create(

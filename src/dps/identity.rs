@@ -266,3 +266,27 @@ pub enum Attestation {
     /// Symmetric key: the device's own key (base64); a SAS token is signed per request.
     SymmetricKey(Secret),
 }
+
+/// SHA-1 thumbprint of a DER certificate: 40 uppercase hex digits (what DPS and IoT Central
+/// show).
+pub fn sha1_hex(der: &[u8]) -> String {
+    use sha1::Digest;
+    sha1::Sha1::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect()
+}
+
+/// Reads an IoT Central certificate string (base64 of a PEM file, or base64 of DER) into the
+/// DER of its first certificate. `None` when it is neither.
+pub fn decode_certificate_string(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s.trim().as_bytes())
+        .ok()?;
+    if bytes.starts_with(b"-----BEGIN") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        parse_certs(&bytes).ok()?.into_iter().next()
+    } else {
+        Some(bytes)
+    }
+}

@@ -81,7 +81,10 @@ pub async fn run(data_dir: Option<PathBuf>, devices: u64, json: bool) -> Result<
     };
 
     // 2. X.509 onboarding through an intermediate CA.
-    say("\n2. onboarding an X.509 enrollment group (root -> intermediate, proof of possession)".into());
+    say(
+        "\n2. onboarding an X.509 enrollment group (root -> intermediate, proof of possession)"
+            .into(),
+    );
     let mut steps = Vec::new();
     let cas = onboard::ensure_ca(
         &CaSpec {
@@ -110,10 +113,7 @@ pub async fn run(data_dir: Option<PathBuf>, devices: u64, json: bool) -> Result<
     };
 
     let first = Source::Ids(vec![RegistrationId::new("demo-device-0001")?]);
-    let mut j = Journal::create(
-        &root.join("onboard.journal"),
-        meta("onboard", 1),
-    )?;
+    let mut j = Journal::create(&root.join("onboard.journal"), meta("onboard", 1))?;
     j.plan_from(&first, false)?;
     let one = run_and_report(
         j,
@@ -124,12 +124,26 @@ pub async fn run(data_dir: Option<PathBuf>, devices: u64, json: bool) -> Result<
         Arc::new(AtomicBool::new(false)),
     )
     .await?;
-    say(format!(
-        "  {:<20} {:<8} demo-device-0001 registered; bundle {}",
-        "first device",
-        if one.succeeded == 1 { "done" } else { "FAILED" },
-        out.join("demo-device-0001").display()
-    ));
+    match one.failures.first() {
+        None => say(format!(
+            "  {:<20} {:<8} demo-device-0001 registered on {}; bundle {}",
+            "first device",
+            "done",
+            std::fs::read_to_string(
+                out.join("demo-device-0001")
+                    .join(super::bundle::BUNDLE_JSON)
+            )
+            .ok()
+            .and_then(|t| serde_json::from_str::<super::bundle::BundleJson>(&t).ok())
+            .map(|b| b.assigned_hub)
+            .unwrap_or_default(),
+            out.join("demo-device-0001").display()
+        )),
+        Some(f) => say(format!(
+            "  {:<20} {:<8} demo-device-0001: {}",
+            "first device", "FAILED", f.reason
+        )),
+    }
 
     // 3. A factory batch from a manifest.
     let manifest = root.join("manifest.csv");

@@ -481,8 +481,25 @@ impl Journal {
                     super::manifest::ScanError::Sink(e) => PlanError::Journal(e.into()),
                 })?;
         }
+        tx.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('planned', '1')",
+            [],
+        )
+        .map_err(JournalError::from)?;
         tx.commit().map_err(JournalError::from)?;
         Ok(n)
+    }
+
+    /// Whether a plan was committed (false when a run died between creating the journal and
+    /// planning its devices: resume must plan them).
+    pub fn is_planned(&self) -> Result<bool, JournalError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'planned'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+            .is_some())
     }
 
     /// Up to `limit` devices not yet done, in batch order, after `after_seq`.

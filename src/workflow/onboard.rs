@@ -96,7 +96,7 @@ pub enum OnboardError {
     /// The group's primary CA is another certificate.
     #[error(
         "enrollment group {group} already has another primary CA certificate (SHA-1 {found}, \
-         ours is {ours}); remove it first (iotc enrollment-group certificate remove) or use another group"
+         ours is {ours}); remove it first (iotc enrollment-group cert delete) or use another group"
     )]
     ForeignCa {
         /// The group.

@@ -1,0 +1,215 @@
+//! The emulator's durable state: one SQLite database (`emulator.db`) in the data folder.
+//!
+//! Resources are stored as JSON documents in one table keyed by (kind, id), with an
+//! insertion sequence that gives lists a stable order, plus a small key/value table for
+//! application facts (id scope, application id, SAS group keys). Documents keep the shapes
+//! of the wire models (or of small records that wrap them), so what is stored is what is
+//! served. Every change runs in an `IMMEDIATE` transaction behind one connection mutex:
+//! concurrent requests are serialized, each read-check-write is atomic, and the WAL journal
+//! keeps a committed change across a crash or a restart.
+//!
+//! The DPS listener reads and writes through the same [`Store`] (see `emulator::dps`).
+
+use super::error::{ApiError, ApiResult};
+use super::EmulatorError;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// File name of the database in the data folder.
+pub const DB_FILE: &str = "emulator.db";
+
+/// Resource kinds (the `kind` column).
+pub mod kind {
+    /// Organizations (`models::Organization`).
+    pub const ORGANIZATION: &str = "organization";
+    /// Devices (`records::DeviceRecord`).
+    pub const DEVICE: &str = "device";
+    /// Device groups (`models::DeviceGroup`).
+    pub const DEVICE_GROUP: &str = "deviceGroup";
+    /// Device templates (JSON documents).
+    pub const DEVICE_TEMPLATE: &str = "deviceTemplate";
+    /// Enrollment groups (`records::GroupRecord`).
+    pub const ENROLLMENT_GROUP: &str = "enrollmentGroup";
+    /// Users (`models::User`).
+    pub const USER: &str = "user";
+    /// API tokens (`records::TokenRecord`, the secret hashed).
+    pub const API_TOKEN: &str = "apiToken";
+}
+
+/// The database: one connection behind a mutex.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path` and applies the schema.
+    pub fn open(path: &Path) -> Result<Store, EmulatorError> {
+        let db = |e: rusqlite::Error| EmulatorError::Store(format!("{}: {e}", path.display()));
+        let conn = Connection::open(path).map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS resources (
+                 seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+                 kind TEXT NOT NULL,
+                 id   TEXT NOT NULL,
+                 body TEXT NOT NULL,
+                 UNIQUE (kind, id)
+             );
+             CREATE TABLE IF NOT EXISTS meta (
+                 key   TEXT PRIMARY KEY,
+                 value TEXT NOT NULL
+             );",
+        )
+        .map_err(db)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in a read transaction (a consistent snapshot).
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> ApiResult<T>) -> ApiResult<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Runs `f` in a write transaction: committed when `f` succeeds, rolled back otherwise.
+    pub fn write<T>(&self, f: impl FnOnce(&Connection) -> ApiResult<T>) -> ApiResult<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+/// Reads one document.
+pub fn get<T: DeserializeOwned>(c: &Connection, kind: &str, id: &str) -> ApiResult<Option<T>> {
+    let body: Option<String> = c
+        .query_row(
+            "SELECT body FROM resources WHERE kind = ?1 AND id = ?2",
+            params![kind, id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match body {
+        Some(b) => Ok(Some(serde_json::from_str(&b)?)),
+        None => Ok(None),
+    }
+}
+
+/// Whether a document exists.
+pub fn exists(c: &Connection, kind: &str, id: &str) -> ApiResult<bool> {
+    Ok(c.query_row(
+        "SELECT 1 FROM resources WHERE kind = ?1 AND id = ?2",
+        params![kind, id],
+        |_| Ok(()),
+    )
+    .optional()?
+    .is_some())
+}
+
+/// Reads every document of a kind, in creation order.
+pub fn list<T: DeserializeOwned>(c: &Connection, kind: &str) -> ApiResult<Vec<T>> {
+    let mut stmt = c.prepare_cached("SELECT body FROM resources WHERE kind = ?1 ORDER BY seq")?;
+    let rows = stmt.query_map(params![kind], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(serde_json::from_str(&row?)?);
+    }
+    Ok(out)
+}
+
+/// Creates or replaces a document (a replacement keeps its place in lists).
+pub fn put<T: Serialize>(c: &Connection, kind: &str, id: &str, value: &T) -> ApiResult<()> {
+    let body = serde_json::to_string(value)?;
+    c.prepare_cached(
+        "INSERT INTO resources (kind, id, body) VALUES (?1, ?2, ?3)
+         ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body",
+    )?
+    .execute(params![kind, id, body])?;
+    Ok(())
+}
+
+/// Deletes a document; whether it existed.
+pub fn delete(c: &Connection, kind: &str, id: &str) -> ApiResult<bool> {
+    Ok(c.execute(
+        "DELETE FROM resources WHERE kind = ?1 AND id = ?2",
+        params![kind, id],
+    )? > 0)
+}
+
+/// Reads an application fact.
+pub fn meta_get(c: &Connection, key: &str) -> ApiResult<Option<String>> {
+    Ok(
+        c.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+            r.get(0)
+        })
+        .optional()?,
+    )
+}
+
+/// Writes an application fact.
+pub fn meta_set(c: &Connection, key: &str, value: &str) -> ApiResult<()> {
+    c.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// Reads a document or answers 404 naming it.
+pub fn require<T: DeserializeOwned>(
+    c: &Connection,
+    kind: &str,
+    label: &str,
+    id: &str,
+) -> ApiResult<T> {
+    get(c, kind, id)?.ok_or_else(|| ApiError::not_found(label, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_rolls_back_on_error_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let s = Store::open(&path).unwrap();
+            s.write(|c| put(c, "k", "a", &serde_json::json!({"x": 1})))
+                .unwrap();
+            let r: ApiResult<()> = s.write(|c| {
+                put(c, "k", "b", &serde_json::json!({"x": 2}))?;
+                Err(ApiError::conflict("no"))
+            });
+            assert!(r.is_err());
+        }
+        let s = Store::open(&path).unwrap();
+        let all: Vec<serde_json::Value> = s.read(|c| list(c, "k")).unwrap();
+        assert_eq!(all, vec![serde_json::json!({"x": 1})]);
+    }
+}

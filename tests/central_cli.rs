@@ -1,0 +1,861 @@
+//! The `iotc` binary's IoT Central commands against the real emulator over TLS on loopback:
+//! every command, table and JSON output, profiles, error rendering and exit codes.
+
+mod common_central;
+
+use common_central::{root_ca, Emu};
+use predicates::prelude::*;
+use serde_json::Value;
+use std::path::Path;
+
+fn json_of(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Runs `iotc ARGS --output json` against the emulator and parses stdout.
+fn j(emu: &Emu, args: &[&str]) -> Value {
+    let out = emu
+        .iotc()
+        .args(args)
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    json_of(&out)
+}
+
+/// Runs `iotc ARGS` (table output) and returns stdout.
+fn t(emu: &Emu, args: &[&str]) -> String {
+    let out = emu.iotc().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "iotc {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            x["id"]
+                .as_str()
+                .or(x["@id"].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn org_role_user_and_api_token_commands() {
+    let emu = Emu::start();
+    // org
+    let o = j(
+        &emu,
+        &["org", "create", "seattle", "--display-name", "Seattle"],
+    );
+    assert_eq!(o["id"], "seattle");
+    j(
+        &emu,
+        &[
+            "org",
+            "create",
+            "redmond",
+            "--display-name",
+            "Redmond",
+            "--parent",
+            "seattle",
+        ],
+    );
+    assert_eq!(j(&emu, &["org", "get", "redmond"])["parent"], "seattle");
+    let table = t(&emu, &["org", "list"]);
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(
+        table.contains("redmond") && table.contains("Seattle"),
+        "{table}"
+    );
+    let up = j(
+        &emu,
+        &["org", "update", "redmond", "--display-name", "Redmond WA"],
+    );
+    assert_eq!(up["displayName"], "Redmond WA");
+    assert!(t(&emu, &["org", "delete", "redmond"]).contains("deleted"));
+    assert_eq!(ids(&j(&emu, &["org", "list"])), vec!["seattle"]);
+
+    // role
+    let roles = j(&emu, &["role", "list"]);
+    assert!(roles["value"].as_array().unwrap().len() >= 3);
+    assert_eq!(
+        j(&emu, &["role", "get", "operator"])["id"],
+        "ae2c9854-393b-4f97-8c42-479d70ce626e"
+    );
+
+    // user: email, service principal, AD group
+    let u = j(
+        &emu,
+        &[
+            "user",
+            "create",
+            "alice",
+            "--email",
+            "alice@contoso.com",
+            "--role",
+            "operator",
+        ],
+    );
+    assert_eq!(u["type"], "email");
+    let sp = j(
+        &emu,
+        &[
+            "user",
+            "create",
+            "ci-bot",
+            "--tenant-id",
+            "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            "--object-id",
+            "a8f1fe36-3ea5-4f2a-8ad8-1a2e0f3b6a2b",
+            "--role",
+            "org-admin",
+            "--org",
+            "seattle",
+        ],
+    );
+    assert_eq!(sp["type"], "servicePrincipal");
+    assert_eq!(sp["roles"][0]["organization"], "seattle");
+    let g = j(
+        &emu,
+        &[
+            "user",
+            "create",
+            "ops",
+            "--tenant-id",
+            "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            "--object-id",
+            "0b0d9a8e-5b0a-4e39-8bd5-2f4b1f0b1c2d",
+            "--ad-group",
+            "--role",
+            "builder",
+        ],
+    );
+    assert_eq!(g["type"], "adGroup");
+    assert_eq!(
+        j(&emu, &["user", "get", "alice"])["email"],
+        "alice@contoso.com"
+    );
+    let up = j(
+        &emu,
+        &[
+            "user", "update", "alice", "--role", "builder", "--org", "seattle",
+        ],
+    );
+    assert_eq!(
+        up["roles"][0]["role"],
+        "344138e9-8de4-4497-8c54-5237e96d6aaf"
+    );
+    let table = t(&emu, &["user", "list", "--max-page-size", "1"]);
+    assert!(table.contains("Builder@seattle"), "{table}");
+    assert!(
+        table.contains("servicePrincipal") && table.contains("adGroup"),
+        "{table}"
+    );
+    t(&emu, &["user", "delete", "ops"]);
+    assert_eq!(
+        j(&emu, &["user", "list"])["value"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // api-token: the value is shown once, and works
+    let tok = j(
+        &emu,
+        &["api-token", "create", "line-1", "--role", "operator"],
+    );
+    let value = tok["token"].as_str().unwrap().to_owned();
+    assert!(value.starts_with("SharedAccessSignature "));
+    let listed = j(&emu, &["api-token", "list"]);
+    assert!(listed["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t.get("token").is_none()));
+    assert!(ids(&listed).contains(&"line-1".to_owned()));
+    assert!(j(&emu, &["api-token", "get", "line-1"])
+        .get("token")
+        .is_none());
+    emu.iotc()
+        .env("IOTC_API_TOKEN", &value)
+        .args(["device", "list"])
+        .assert()
+        .success();
+    let table = t(
+        &emu,
+        &["api-token", "create", "line-2", "--role", "operator"],
+    );
+    assert!(table.contains("token: SharedAccessSignature "), "{table}");
+    t(&emu, &["api-token", "delete", "line-1"]);
+    emu.iotc()
+        .env("IOTC_API_TOKEN", &value)
+        .args(["device", "list"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("HTTP 401"));
+}
+
+#[test]
+fn device_commands() {
+    let emu = Emu::start();
+    let ca = root_ca();
+    let leaf = ca
+        .issue_device(
+            &iotc::ids::RegistrationId::new("cam-1").unwrap(),
+            &Default::default(),
+        )
+        .unwrap();
+    let cert = write(emu.dir.path(), "cam-1_cert.pem", &leaf.cert_pem);
+    j(
+        &emu,
+        &["org", "create", "seattle", "--display-name", "Seattle"],
+    );
+    let d = j(
+        &emu,
+        &[
+            "device",
+            "create",
+            "therm-1",
+            "--display-name",
+            "Thermostat 1",
+            "--simulated",
+            "--org",
+            "seattle",
+        ],
+    );
+    assert_eq!(d["simulated"], true);
+    assert_eq!(d["enabled"], true);
+    assert_eq!(d["organizations"][0], "seattle");
+    for i in 2..=4 {
+        j(
+            &emu,
+            &[
+                "device",
+                "create",
+                &format!("therm-{i}"),
+                "--display-name",
+                &format!("Thermostat {i}"),
+            ],
+        );
+    }
+    j(
+        &emu,
+        &[
+            "device",
+            "create",
+            "cam-1",
+            "--display-name",
+            "Camera",
+            "--disabled",
+        ],
+    );
+    assert_eq!(j(&emu, &["device", "get", "cam-1"])["enabled"], false);
+    let up = j(
+        &emu,
+        &[
+            "device",
+            "update",
+            "cam-1",
+            "--enabled",
+            "true",
+            "--display-name",
+            "Camera 1",
+        ],
+    );
+    assert_eq!(up["enabled"], true);
+    assert_eq!(up["displayName"], "Camera 1");
+
+    // list: all pages, and the preview query options
+    assert_eq!(
+        ids(&j(&emu, &["device", "list", "--max-page-size", "2"])).len(),
+        5
+    );
+    let sorted = j(
+        &emu,
+        &[
+            "device",
+            "list",
+            "--filter",
+            "contains(displayName, 'Thermostat')",
+            "--orderby",
+            "displayName desc",
+            "--max-page-size",
+            "3",
+        ],
+    );
+    assert_eq!(
+        ids(&sorted),
+        vec!["therm-4", "therm-3", "therm-2", "therm-1"]
+    );
+    let table = t(&emu, &["device", "list"]);
+    assert!(
+        table.lines().next().unwrap().contains("PROVISIONED"),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 6, "{table}");
+
+    // credentials
+    let creds = j(&emu, &["device", "credentials", "therm-1"]);
+    assert!(!creds["idScope"].as_str().unwrap().is_empty());
+    assert!(t(&emu, &["device", "credentials", "therm-1"]).contains("idScope"));
+
+    // attestation: generated symmetric keys, explicit keys, X.509, TPM, delete
+    let a = j(
+        &emu,
+        &["device", "attestation", "set", "therm-1", "--symmetric-key"],
+    );
+    assert_eq!(a["type"], "symmetricKey");
+    let key = a["symmetricKey"]["primaryKey"].as_str().unwrap().to_owned();
+    assert_eq!(
+        j(&emu, &["device", "attestation", "get", "therm-1"])["symmetricKey"]["primaryKey"],
+        key.as_str()
+    );
+    let k = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let a = j(
+        &emu,
+        &[
+            "device",
+            "attestation",
+            "set",
+            "therm-2",
+            "--symmetric-key",
+            "--primary-key",
+            k,
+            "--secondary-key",
+            k,
+        ],
+    );
+    assert_eq!(a["symmetricKey"]["secondaryKey"], k);
+    let a = j(
+        &emu,
+        &["device", "attestation", "set", "cam-1", "--cert", &cert],
+    );
+    assert_eq!(
+        a["x509"]["clientCertificates"]["primary"]["info"]["sha1Thumbprint"],
+        iotc::cert::sha1_thumbprint(&leaf.cert_der).as_str()
+    );
+    let table = t(&emu, &["device", "attestation", "get", "cam-1"]);
+    assert!(
+        table.contains(&iotc::cert::sha1_thumbprint(&leaf.cert_der)),
+        "{table}"
+    );
+    t(&emu, &["device", "attestation", "delete", "cam-1"]);
+    emu.iotc()
+        .args(["device", "attestation", "get", "cam-1"])
+        .assert()
+        .code(2);
+    emu.iotc()
+        .args([
+            "device",
+            "attestation",
+            "set",
+            "cam-1",
+            "--symmetric-key",
+            "--primary-key",
+            "short",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("base64"));
+
+    t(&emu, &["device", "delete", "therm-4"]);
+    emu.iotc()
+        .args(["device", "get", "therm-4"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("Devices_Get failed: HTTP 404"));
+}
+
+#[test]
+fn device_group_and_template_commands() {
+    let emu = Emu::start();
+    emu.block_on(async {
+        let template = iotc::central::models::DeviceTemplate {
+            id: None,
+            types: vec!["ModelDefinition".into(), "DeviceModel".into()],
+            etag: None,
+            display_name: Some("Thermostat".into()),
+            description: None,
+            capability_model: serde_json::json!({"@id": "dtmi:contoso:Thermostat;1",
+                "@type": "Interface", "contents": [], "@context": "dtmi:dtdl:context;2"}),
+        };
+        emu.client()
+            .create_device_template("dtmi:contoso:Thermostat;1", &template)
+            .await
+            .unwrap();
+    });
+    assert_eq!(
+        ids(&j(&emu, &["device-template", "list"])),
+        vec!["dtmi:contoso:Thermostat;1"]
+    );
+    assert!(t(&emu, &["device-template", "list", "--max-page-size", "5"]).contains("Thermostat"));
+    assert_eq!(
+        j(
+            &emu,
+            &["device-template", "get", "dtmi:contoso:Thermostat;1"]
+        )["displayName"],
+        "Thermostat"
+    );
+    for i in 0..4 {
+        let mut args = vec![
+            "device".to_owned(),
+            "create".into(),
+            format!("d-{i}"),
+            "--display-name".into(),
+            format!("D {i}"),
+            "--template".into(),
+            "dtmi:contoso:Thermostat;1".into(),
+        ];
+        if i % 2 == 0 {
+            args.push("--simulated".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        j(&emu, &args);
+    }
+    let g = j(
+        &emu,
+        &[
+            "device-group",
+            "create",
+            "sim",
+            "--display-name",
+            "Simulated",
+            "--filter",
+            "SELECT * FROM devices WHERE $simulated = true",
+            "--description",
+            "even",
+        ],
+    );
+    assert_eq!(g["id"], "sim");
+    assert_eq!(
+        j(&emu, &["device-group", "get", "sim"])["description"],
+        "even"
+    );
+    let up = j(
+        &emu,
+        &[
+            "device-group",
+            "update",
+            "sim",
+            "--display-name",
+            "Simulated ones",
+        ],
+    );
+    assert_eq!(up["displayName"], "Simulated ones");
+    assert_eq!(ids(&j(&emu, &["device-group", "list"])), vec!["sim"]);
+    let mut members = ids(&j(
+        &emu,
+        &["device-group", "devices", "sim", "--max-page-size", "1"],
+    ));
+    members.sort();
+    assert_eq!(members, vec!["d-0", "d-2"]);
+    assert!(t(&emu, &["device-group", "devices", "sim"]).contains("d-2"));
+    t(&emu, &["device-group", "delete", "sim"]);
+    assert!(ids(&j(&emu, &["device-group", "list"])).is_empty());
+    emu.iotc()
+        .args(["device-group", "update", "sim"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("nothing to update"));
+}
+
+#[test]
+fn enrollment_group_commands_and_proof_of_possession() {
+    let emu = Emu::start();
+    let ca = root_ca();
+    let ca_file = write(emu.dir.path(), "root_cert.pem", ca.cert_pem());
+    let g = j(
+        &emu,
+        &[
+            "enrollment-group",
+            "create",
+            "line-1",
+            "--display-name",
+            "Line 1",
+            "--attestation",
+            "x509",
+        ],
+    );
+    assert_eq!(g["type"], "iot");
+    assert_eq!(g["attestation"]["type"], "x509");
+    let k = j(
+        &emu,
+        &[
+            "enrollment-group",
+            "create",
+            "gw",
+            "--display-name",
+            "Gateways",
+            "--attestation",
+            "symmetric-key",
+            "--type",
+            "iot-edge",
+            "--disabled",
+        ],
+    );
+    assert_eq!(k["type"], "iotEdge");
+    assert_eq!(k["enabled"], false);
+    assert!(k["attestation"]["symmetricKey"]["primaryKey"].is_string());
+    let up = j(
+        &emu,
+        &["enrollment-group", "update", "gw", "--enabled", "true"],
+    );
+    assert_eq!(up["enabled"], true);
+    assert_eq!(ids(&j(&emu, &["enrollment-group", "list"])).len(), 2);
+    assert_eq!(
+        j(&emu, &["enrollment-group", "get", "gw"])["displayName"],
+        "Gateways"
+    );
+
+    let c = j(
+        &emu,
+        &[
+            "enrollment-group",
+            "cert",
+            "set",
+            "line-1",
+            "--entry",
+            "primary",
+            "--cert",
+            &ca_file,
+        ],
+    );
+    assert_eq!(c["verified"], false);
+    let thumb = iotc::cert::sha1_thumbprint(ca.cert_der());
+    assert_eq!(c["info"]["sha1Thumbprint"], thumb.as_str());
+    let table = t(
+        &emu,
+        &[
+            "enrollment-group",
+            "cert",
+            "get",
+            "line-1",
+            "--entry",
+            "primary",
+        ],
+    );
+    assert!(table.contains(&thumb) && table.contains("no"), "{table}");
+    let table = t(&emu, &["enrollment-group", "list"]);
+    assert!(table.contains(&format!("unverified {thumb}")), "{table}");
+
+    let code = j(
+        &emu,
+        &[
+            "enrollment-group",
+            "verification-code",
+            "line-1",
+            "--entry",
+            "primary",
+        ],
+    )["verificationCode"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let proof = ca.issue_verification(&code, &Default::default()).unwrap();
+    let proof_file = write(emu.dir.path(), "verification_cert.pem", &proof.cert_pem);
+    let out = t(
+        &emu,
+        &[
+            "enrollment-group",
+            "verify",
+            "line-1",
+            "--entry",
+            "primary",
+            "--cert",
+            &proof_file,
+        ],
+    );
+    assert!(out.contains("verified"), "{out}");
+    assert_eq!(
+        j(&emu, &["enrollment-group", "cert", "get", "line-1"])["verified"],
+        true
+    );
+
+    // secondary, self-attested, then removed
+    let other = root_ca();
+    let other_file = write(emu.dir.path(), "other_cert.pem", other.cert_pem());
+    let c = j(
+        &emu,
+        &[
+            "enrollment-group",
+            "cert",
+            "set",
+            "line-1",
+            "--entry",
+            "secondary",
+            "--cert",
+            &other_file,
+            "--verified",
+        ],
+    );
+    assert_eq!(c["verified"], true);
+    t(
+        &emu,
+        &[
+            "enrollment-group",
+            "cert",
+            "delete",
+            "line-1",
+            "--entry",
+            "secondary",
+        ],
+    );
+    emu.iotc()
+        .args([
+            "enrollment-group",
+            "cert",
+            "get",
+            "line-1",
+            "--entry",
+            "secondary",
+        ])
+        .assert()
+        .code(2);
+    // a key file is not a certificate
+    let not_cert = write(
+        emu.dir.path(),
+        "key.pem",
+        "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n",
+    );
+    emu.iotc()
+        .args([
+            "enrollment-group",
+            "cert",
+            "set",
+            "line-1",
+            "--cert",
+            &not_cert,
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no CERTIFICATE"));
+    t(&emu, &["enrollment-group", "delete", "gw"]);
+    assert_eq!(ids(&j(&emu, &["enrollment-group", "list"])), vec!["line-1"]);
+}
+
+#[test]
+fn errors_print_one_line_with_the_request_id_and_exit_2() {
+    let emu = Emu::start();
+    let out = emu
+        .iotc()
+        .args(["device", "get", "missing"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<_> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("error: Devices_Get failed: HTTP 404 "),
+        "{err}"
+    );
+    assert!(lines[0].contains("(requestId "), "{err}");
+    assert!(out.stdout.is_empty());
+
+    // the service's 400 for an invalid id pattern is kept as is
+    emu.iotc()
+        .args(["org", "update", "Bad_Org", "--display-name", "x"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "Organizations_Update failed: HTTP",
+        ));
+    // ids are checked before anything is sent
+    emu.iotc()
+        .args(["org", "create", "Bad_Org", "--display-name", "x"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("invalid organization id"));
+    // missing settings
+    emu.bare_iotc()
+        .args(["device", "list"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no application"));
+    emu.bare_iotc()
+        .args(["device", "list", "--app", &emu.api_url])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no credential"));
+    // an untrusted server is a TLS error, not a retry loop
+    emu.iotc()
+        .env_remove("IOTC_CA_FILE")
+        .args(["device", "list"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("could not reach the service"));
+    // a bad token
+    emu.iotc()
+        .env(
+            "IOTC_API_TOKEN",
+            "SharedAccessSignature sr=x&sig=y&skn=z&se=1",
+        )
+        .args(["role", "list"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("HTTP 401"));
+    // usage errors exit 2 as well
+    emu.iotc()
+        .args(["device", "create", "x"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--display-name"));
+}
+
+#[test]
+fn profiles_hold_the_connection_settings() {
+    let emu = Emu::start();
+    let config = emu.dir.path().join("config.json");
+    emu.bare_iotc()
+        .args([
+            "config",
+            "set",
+            "local",
+            "--app",
+            &emu.api_url,
+            "--token",
+            &emu.admin_token,
+        ])
+        .arg("--ca-file")
+        .arg(&emu.ca_path)
+        .assert()
+        .success();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "a config holding a token is private");
+    }
+    // the first profile is the default: no flags needed
+    emu.bare_iotc()
+        .args(["org", "create", "seattle", "--display-name", "Seattle"])
+        .assert()
+        .success();
+    let listed = emu.bare_iotc().args(["config", "list"]).output().unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        listed.contains("local *") && listed.contains("set"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&emu.admin_token));
+    let shown = emu
+        .bare_iotc()
+        .args(["config", "show", "local", "--output", "json"])
+        .output()
+        .unwrap();
+    let shown = json_of(&shown);
+    assert_eq!(shown["token"], "[set]");
+    assert_eq!(shown["app"], emu.api_url.as_str());
+
+    // a second profile without token; --profile selects, flags override
+    emu.bare_iotc()
+        .args(["config", "set", "broken", "--app", "https://127.0.0.1:9"])
+        .assert()
+        .success();
+    emu.bare_iotc()
+        .args(["--profile", "local", "org", "list"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("seattle"));
+    emu.bare_iotc()
+        .args(["--profile", "nope", "org", "list"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no profile \"nope\""));
+    emu.bare_iotc()
+        .args(["config", "use", "broken"])
+        .assert()
+        .success();
+    emu.bare_iotc()
+        .args(["org", "list"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no credential"));
+    emu.bare_iotc()
+        .args([
+            "org",
+            "list",
+            "--profile",
+            "broken",
+            "--app",
+            &emu.api_url,
+            "--token",
+            &emu.admin_token,
+        ])
+        .arg("--ca-file")
+        .arg(&emu.ca_path)
+        .assert()
+        .success();
+    emu.bare_iotc()
+        .args(["config", "delete", "broken"])
+        .assert()
+        .success();
+    let path = emu.bare_iotc().args(["config", "path"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8(path.stdout).unwrap().trim(),
+        config.to_str().unwrap()
+    );
+    let file: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert!(file["profiles"].get("broken").is_none());
+    assert!(file["default"].is_null());
+}
+
+#[test]
+fn completions_and_help_examples() {
+    let emu = Emu::start();
+    emu.bare_iotc()
+        .args(["completions", "bash"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("enrollment-group"));
+    for args in [
+        &["org", "create", "--help"][..],
+        &["device", "attestation", "set", "--help"],
+        &["enrollment-group", "verify", "--help"],
+        &["api-token", "create", "--help"],
+        &["config", "set", "--help"],
+    ] {
+        emu.bare_iotc()
+            .args(args)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("Example"));
+    }
+}
+
+#[test]
+fn a_cli_run_rides_out_throttling_and_faults() {
+    let emu = Emu::start_with(Some(5));
+    emu.set(serde_json::json!({"faults": {"seed": 11, "errorRate": 0.2, "dropRate": 0.1}}));
+    for i in 0..6 {
+        j(
+            &emu,
+            &["device", "create", &format!("r-{i}"), "--display-name", "R"],
+        );
+    }
+    let listed = j(&emu, &["device", "list", "--max-page-size", "1"]);
+    assert_eq!(ids(&listed).len(), 6);
+}

@@ -1,0 +1,274 @@
+//! Retries, pacing and the idempotency rules against the emulator's rate limit and fault
+//! injection, and against a proxy that loses answers after the emulator did the work.
+//!
+//! What must hold: no call is lost (every idempotent call ends in success and the data is all
+//! there), and no non-idempotent call reaches the service twice.
+
+mod common_central;
+
+use common_central::proxy::Proxy;
+use common_central::Emu;
+use iotc::central::models::{
+    ApiToken, Device, EnrollmentGroup, EnrollmentGroupType, GroupAttestation, RoleAssignment,
+    SigningX509Certificate, X509VerificationCertificate,
+};
+use iotc::central::{CertificateEntry, Client, ClientOptions, Credential, ListOptions};
+use serde_json::json;
+use std::collections::BTreeSet;
+
+fn device(i: usize) -> Device {
+    Device {
+        display_name: Some(format!("Device {i}")),
+        enabled: Some(true),
+        ..Default::default()
+    }
+}
+
+async fn create_many(c: &Client, prefix: &str, n: usize) {
+    use futures::StreamExt;
+    let results: Vec<_> = futures::stream::iter(0..n)
+        .map(|i| {
+            let c = c.clone();
+            let id = format!("{prefix}-{i:03}");
+            async move { c.create_device(&id, &device(i)).await.map(|_| id) }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for r in results {
+        if let Err(e) = r {
+            panic!("a call was lost: {e}");
+        }
+    }
+}
+
+async fn ids(c: &Client) -> BTreeSet<String> {
+    c.list_devices(&ListOptions::default())
+        .collect_all()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|d| d.id)
+        .collect()
+}
+
+#[test]
+fn the_rate_limit_is_met_by_retries_and_avoided_by_pacing() {
+    let emu = Emu::start_with(Some(20));
+    // No pacing: the emulator's 20 requests/s limit answers 429 + Retry-After; every call is
+    // retried until it succeeds.
+    let unpaced = emu.client();
+    emu.block_on(create_many(&unpaced, "u", 60));
+    let u = unpaced.stats();
+    assert!(u.throttled > 0, "{u:?}");
+    assert_eq!(u.attempts, 60 + u.retries, "{u:?}");
+
+    // Default pacing (20 requests/s): the same work meets (almost) no 429.
+    let paced = emu.client_with(ClientOptions {
+        rate_limit: ClientOptions::default().rate_limit,
+        ..emu.options()
+    });
+    emu.block_on(async {
+        // let the emulator's bucket refill after the first run
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        create_many(&paced, "p", 60).await;
+    });
+    let p = paced.stats();
+    assert!(
+        p.throttled * 4 <= u.throttled,
+        "pacing should avoid most 429s: paced {p:?}, unpaced {u:?}"
+    );
+    let all = emu.block_on(ids(&emu.client()));
+    assert_eq!(all.len(), 120, "every call landed exactly once");
+}
+
+#[test]
+fn injected_faults_are_retried_and_no_call_is_lost() {
+    let emu = Emu::start();
+    emu.set(
+        json!({"faults": {"seed": 7, "errorRate": 0.15, "throttleRate": 0.1,
+                              "throttleBurst": 2, "dropRate": 0.1}}),
+    );
+    let c = emu.client();
+    emu.block_on(async {
+        create_many(&c, "f", 60).await;
+        // reads and updates under the same faults
+        for i in (0..60).step_by(6) {
+            let id = format!("f-{i:03}");
+            c.update_device(&id, &json!({"displayName": format!("Renamed {i}")}))
+                .await
+                .unwrap();
+            let d = c.get_device(&id).await.unwrap();
+            assert_eq!(d.display_name, Some(format!("Renamed {i}")));
+        }
+        let listed = c
+            .list_devices(&ListOptions::default().max_page_size(7))
+            .collect_all()
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 60);
+        // deletes: an unknown outcome followed by 404 counts as done
+        for i in 0..10 {
+            c.delete_device(&format!("f-{i:03}")).await.unwrap();
+        }
+    });
+    let s = c.stats();
+    assert!(
+        s.retries > 0 && s.throttled > 0,
+        "faults were injected: {s:?}"
+    );
+    emu.set(json!({"faults": {"errorRate": 0.0, "throttleRate": 0.0, "dropRate": 0.0}}));
+    let left = emu.block_on(ids(&emu.client()));
+    assert_eq!(left.len(), 50, "{left:?}");
+    assert!(!left.contains("f-000") && left.contains("f-010"));
+}
+
+fn x509_group() -> EnrollmentGroup {
+    EnrollmentGroup {
+        id: None,
+        display_name: "Line".into(),
+        enabled: Some(true),
+        group_type: EnrollmentGroupType::Iot,
+        attestation: GroupAttestation::X509 { x509: None },
+        etag: None,
+        id_scope: None,
+    }
+}
+
+#[test]
+fn generate_verification_code_is_resent_only_when_it_cannot_have_run() {
+    let emu = Emu::start();
+    let ca = common_central::root_ca();
+    let c = emu.client();
+    emu.block_on(async {
+        c.create_enrollment_group("line", &x509_group())
+            .await
+            .unwrap();
+        let cert = SigningX509Certificate {
+            certificate: Some(iotc::cert::certificate_string(ca.cert_pem())),
+            ..Default::default()
+        };
+        c.set_enrollment_group_certificate("line", CertificateEntry::Primary, &cert)
+            .await
+            .unwrap();
+    });
+
+    // 429s are refusals before any work: resent until the code comes back.
+    emu.set(json!({"faults": {"seed": 3, "throttleRate": 0.5, "throttleBurst": 1}}));
+    let throttled = emu.client();
+    emu.block_on(async {
+        for _ in 0..6 {
+            throttled
+                .generate_verification_code("line", CertificateEntry::Primary)
+                .await
+                .expect("429 is retried");
+        }
+    });
+    let s = throttled.stats();
+    assert!(s.throttled > 0 && s.retries == s.throttled, "{s:?}");
+
+    // 503s and dropped connections may come after the work: never resent.
+    emu.set(json!({"faults": {"seed": 5, "throttleRate": 0.0, "errorRate": 0.3, "dropRate": 0.3}}));
+    let faulty = emu.client();
+    let (mut ok, mut unknown) = (0, 0);
+    emu.block_on(async {
+        for _ in 0..20 {
+            match faulty
+                .generate_verification_code("line", CertificateEntry::Primary)
+                .await
+            {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    assert!(e.outcome_unknown(), "{e}");
+                    unknown += 1;
+                }
+            }
+        }
+    });
+    let s = faulty.stats();
+    assert_eq!(s.attempts, 20, "no attempt was repeated: {s:?}");
+    assert_eq!(s.retries, 0);
+    assert!(ok > 0 && unknown > 0, "ok {ok}, unknown {unknown}");
+}
+
+#[test]
+fn a_lost_answer_never_repeats_a_non_idempotent_call() {
+    let emu = Emu::start();
+    let proxy = Proxy::start(&emu);
+    let ca = common_central::root_ca();
+    let c = Client::new(
+        &proxy.url,
+        Credential::api_token(emu.admin_token.clone()),
+        Some(emu.options().with_ca_pem(proxy.ca_pem.clone())),
+    )
+    .unwrap();
+    emu.block_on(async {
+        c.create_enrollment_group("line", &x509_group())
+            .await
+            .unwrap();
+        let cert = SigningX509Certificate {
+            certificate: Some(iotc::cert::certificate_string(ca.cert_pem())),
+            ..Default::default()
+        };
+        c.set_enrollment_group_certificate("line", CertificateEntry::Primary, &cert)
+            .await
+            .unwrap();
+
+        // generateVerificationCode: the emulator made a code, the answer was lost. The client
+        // must not ask again behind the caller's back.
+        proxy.lose_next_answer("POST", "/generateVerificationCode");
+        let e = c
+            .generate_verification_code("line", CertificateEntry::Primary)
+            .await
+            .unwrap_err();
+        assert!(e.outcome_unknown(), "{e}");
+        assert_eq!(proxy.count("POST", "/generateVerificationCode"), 1);
+
+        // The caller asks again on purpose, proves possession; the verify answer is lost too,
+        // and the client reads the certificate back instead of resending.
+        let code = c
+            .generate_verification_code("line", CertificateEntry::Primary)
+            .await
+            .unwrap()
+            .verification_code;
+        let proof = ca.issue_verification(&code, &Default::default()).unwrap();
+        proxy.lose_next_answer("POST", "/verify");
+        c.verify_enrollment_group_certificate(
+            "line",
+            CertificateEntry::Primary,
+            &X509VerificationCertificate {
+                certificate: iotc::cert::certificate_string(&proof.cert_pem),
+            },
+        )
+        .await
+        .expect("verified, learned by reading the certificate back");
+        assert_eq!(proxy.count("POST", "/verify"), 1);
+        assert_eq!(proxy.count("GET", "/certificates/primary"), 1);
+
+        // An API token's value comes once: a lost answer is reported, never re-minted.
+        proxy.lose_next_answer("PUT", "/apiTokens/line-token");
+        let req = ApiToken {
+            id: None,
+            roles: vec![RoleAssignment {
+                role: iotc::central::models::roles::OPERATOR.into(),
+                organization: None,
+            }],
+            token: None,
+            expiry: None,
+        };
+        let e = c.create_api_token("line-token", &req).await.unwrap_err();
+        assert!(e.outcome_unknown(), "{e}");
+        assert_eq!(proxy.count("PUT", "/apiTokens/line-token"), 1);
+
+        // Idempotent calls are simply resent.
+        proxy.lose_next_answer("PUT", "/devices/d1");
+        c.create_device("d1", &device(1)).await.unwrap();
+        assert_eq!(proxy.count("PUT", "/devices/d1"), 2);
+
+        // A DELETE whose answer was lost: the resend meets 404, which means done.
+        proxy.lose_next_answer("DELETE", "/devices/d1");
+        c.delete_device("d1").await.unwrap();
+        assert_eq!(proxy.count("DELETE", "/devices/d1"), 2);
+        assert!(c.get_device("d1").await.unwrap_err().is_not_found());
+    });
+}
