@@ -253,50 +253,46 @@ pub fn run(a: BenchArgs) -> CliResult {
         ..Default::default()
     };
 
-    let mut figs = Vec::new();
-    figs.push(measure(
-        "rcgen keygen + sign (floor), in memory",
-        n,
-        1,
-        false,
-        || rcgen_floor(&ca, kt, n),
-    )?);
-    figs.push(measure(
-        "iotc issue_device (cert+key+chain PEM), in memory",
-        n,
-        1,
-        false,
-        || in_memory(&ca, &leaf, n, 1),
-    )?);
-    figs.push(measure(
-        "iotc issue_device, in memory",
-        n,
-        cores,
-        false,
-        || in_memory(&ca, &leaf, n, cores),
-    )?);
-    figs.push(measure(
-        "iotc device bundles on disk, no password",
-        n,
-        1,
-        false,
-        || to_disk(&ca, &leaf, &plain, &base.join("plain1"), n, 1),
-    )?);
-    figs.push(measure(
-        "iotc device bundles on disk, no password",
-        n,
-        cores,
-        false,
-        || to_disk(&ca, &leaf, &plain, &base.join("plainN"), n, cores),
-    )?);
     let enc_label = format!(
         "iotc bundles, encrypted key (PBKDF2 {})",
         crate::cert::DEFAULT_KDF_ITERATIONS
     );
-    figs.push(measure(&enc_label, n_enc, cores, false, || {
-        to_disk(&ca, &leaf, &encrypted, &base.join("enc"), n_enc, cores)
-    })?);
-
+    let mut figs = vec![
+        measure(
+            "rcgen keygen + sign (floor), in memory",
+            n,
+            1,
+            false,
+            || rcgen_floor(&ca, kt, n),
+        )?,
+        measure(
+            "iotc issue_device (cert+key+chain PEM), in memory",
+            n,
+            1,
+            false,
+            || in_memory(&ca, &leaf, n, 1),
+        )?,
+        measure("iotc issue_device, in memory", n, cores, false, || {
+            in_memory(&ca, &leaf, n, cores)
+        })?,
+        measure(
+            "iotc device bundles on disk, no password",
+            n,
+            1,
+            false,
+            || to_disk(&ca, &leaf, &plain, &base.join("plain1"), n, 1),
+        )?,
+        measure(
+            "iotc device bundles on disk, no password",
+            n,
+            cores,
+            false,
+            || to_disk(&ca, &leaf, &plain, &base.join("plainN"), n, cores),
+        )?,
+        measure(&enc_label, n_enc, cores, false, || {
+            to_disk(&ca, &leaf, &encrypted, &base.join("enc"), n_enc, cores)
+        })?,
+    ];
     if a.openssl_count > 0 {
         let m = a.openssl_count;
         let odir = base.join("openssl");
