@@ -74,6 +74,7 @@ fn the_rate_limit_is_met_by_retries_and_avoided_by_pacing() {
         create_many(&paced, "p", 60).await;
     });
     let p = paced.stats();
+    eprintln!("rate limit 20/s, 60 creates each: unpaced {u:?}, paced {p:?}");
     assert!(
         p.throttled * 4 <= u.throttled,
         "pacing should avoid most 429s: paced {p:?}, unpaced {u:?}"
@@ -113,6 +114,9 @@ fn injected_faults_are_retried_and_no_call_is_lost() {
         }
     });
     let s = c.stats();
+    eprintln!(
+        "faults (15% 503, 10% 429 bursts of 2, 10% drops), 60 creates + 30 calls + list: {s:?}"
+    );
     assert!(
         s.retries > 0 && s.throttled > 0,
         "faults were injected: {s:?}"
@@ -271,4 +275,105 @@ fn a_lost_answer_never_repeats_a_non_idempotent_call() {
         assert_eq!(proxy.count("DELETE", "/devices/d1"), 2);
         assert!(c.get_device("d1").await.unwrap_err().is_not_found());
     });
+}
+
+#[test]
+fn retry_after_is_honoured_instead_of_hammering() {
+    // One request per second: each call after the first is throttled once, waits the
+    // Retry-After the emulator sends, and then gets through. Backing off on our own 50 ms
+    // schedule instead would be throttled several times per call.
+    let emu = Emu::start_with(Some(1));
+    let c = emu.client();
+    emu.block_on(async {
+        c.create_device("slow", &device(0)).await.unwrap();
+        for _ in 0..3 {
+            c.get_device("slow").await.unwrap();
+        }
+    });
+    let s = c.stats();
+    eprintln!("rate limit 1/s, 4 calls: {s:?}");
+    assert!(s.throttled >= 1, "{s:?}");
+    assert!(s.throttled <= 4, "Retry-After was not honoured: {s:?}");
+}
+
+#[test]
+fn per_request_timeouts_end_slow_calls() {
+    let emu = Emu::start();
+    emu.set(json!({"faults": {"latencyMs": 1500}}));
+    let mut options = emu
+        .options()
+        .with_timeout(std::time::Duration::from_millis(300));
+    options.retry.max_retries = 1;
+    let c = emu.client_with(options);
+    emu.block_on(async {
+        let e = c.get_device("x").await.unwrap_err();
+        assert!(matches!(e, iotc::central::Error::Timeout { .. }), "{e}");
+        assert!(e.is_retryable() && e.outcome_unknown());
+        assert_eq!(c.stats().attempts, 2, "an idempotent GET is retried once");
+        let e = c
+            .generate_verification_code("nope", CertificateEntry::Primary)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, iotc::central::Error::Timeout { .. }), "{e}");
+        assert_eq!(c.stats().attempts, 3, "a timed-out POST is not resent");
+    });
+}
+
+#[test]
+fn credentials_are_sent_in_the_forms_iot_central_expects() {
+    let emu = Emu::start();
+    let proxy = Proxy::start(&emu);
+    let options = emu.options().with_ca_pem(proxy.ca_pem.clone());
+    let api = Client::new(
+        &proxy.url,
+        Credential::api_token(emu.admin_token.clone()),
+        Some(options.clone()),
+    )
+    .unwrap();
+    let bearer = Client::new(
+        &proxy.url,
+        Credential::bearer("eyJ0eXAiOiJKV1QifQ.e30.sig"),
+        Some(options.with_max_retries(0)),
+    )
+    .unwrap();
+    emu.block_on(async {
+        api.list_roles().collect_all().await.unwrap();
+        // the emulator accepts only its own API tokens, so the bearer call is refused
+        let e = bearer.list_roles().collect_all().await.unwrap_err();
+        assert_eq!(e.status(), Some(401), "{e}");
+    });
+    let seen = proxy.authorizations();
+    assert_eq!(
+        seen[0], emu.admin_token,
+        "an API token goes raw, no Bearer prefix"
+    );
+    assert!(seen[0].starts_with("SharedAccessSignature "));
+    assert_eq!(seen[1], "Bearer eyJ0eXAiOiJKV1QifQ.e30.sig");
+
+    // a token provider (the plug-in point for azure_identity) is asked before every request
+    struct Counting(std::sync::atomic::AtomicU32);
+    impl iotc::central::TokenProvider for Counting {
+        fn token(&self) -> iotc::central::credential::TokenFuture<'_> {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move { Ok(iotc::secret::Secret::new(format!("token-{n}"))) })
+        }
+    }
+    let provided = Client::new(
+        &proxy.url,
+        Credential::Provider(std::sync::Arc::new(Counting(0.into()))),
+        Some(
+            emu.options()
+                .with_ca_pem(proxy.ca_pem.clone())
+                .with_max_retries(0),
+        ),
+    )
+    .unwrap();
+    emu.block_on(async {
+        for _ in 0..2 {
+            let e = provided.list_roles().collect_all().await.unwrap_err();
+            assert_eq!(e.status(), Some(401), "{e}");
+        }
+    });
+    let seen = proxy.authorizations();
+    assert_eq!(&seen[2..], ["Bearer token-0", "Bearer token-1"]);
 }

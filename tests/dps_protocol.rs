@@ -117,6 +117,19 @@ async fn api_versions_polls_and_status_lookup() {
         assert_eq!(st["symmetricKey"]["enrollmentGroupId"], "proto");
         assert!(st["assignedHub"].is_string() && st["createdDateTimeUtc"].is_string());
         assert_eq!(st["payload"]["modelId"], "dtmi:x:y;1");
+        // Polling a finished operation again answers the same state.
+        let again: serde_json::Value = c
+            .get(format!("{base}/operations/{op}?api-version={v}"))
+            .header("Authorization", &token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(again["status"], "assigned");
+        assert_eq!(again["registrationState"]["deviceId"], "proto-1");
+        assert_eq!(again["operationId"], op.as_str());
 
         // Someone else's operation id is not found.
         let r = c
@@ -138,6 +151,17 @@ async fn api_versions_polls_and_status_lookup() {
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["deviceId"], "proto-1");
+
+    // A wrong method is answered in DPS's shape too.
+    let r = c
+        .get(format!("{base}/register?api-version=2021-10-01"))
+        .header("Authorization", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["errorCode"], 405000);
 
     // Wrong scope; body registrationId not the path's.
     let r = c

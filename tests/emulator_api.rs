@@ -574,3 +574,78 @@ async fn enrollment_group_patch_and_delete() {
     let (s, _) = e.call("GET", "/enrollmentGroups/x509-group", None).await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test]
+async fn hostile_input_never_gets_a_5xx_or_a_hang() {
+    let e = Emu::start().await;
+    e.call("PUT", "/devices/d1", Some(json!({}))).await;
+    e.call(
+        "PUT",
+        "/enrollmentGroups/g1",
+        Some(json!({"displayName":"g","type":"iot","attestation":{"type":"x509"}})),
+    )
+    .await;
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let deep_obj = format!("{}1{}", "{\"a\":".repeat(3000), "}".repeat(3000));
+    let huge = format!("{{\"displayName\":\"{}\"}}", "x".repeat(3 * 1024 * 1024));
+    let bodies: Vec<String> = vec![
+        "\u{0}\u{1}garbage".into(),
+        deep,
+        deep_obj,
+        huge,
+        "{\"displayName\": 5, \"type\": [], \"attestation\": \"x\", \"roles\": {}, \"filter\": 3}".into(),
+        json!({"certificate": 5, "displayName": 7, "roles": "x", "type": 9, "filter": {}, "@type": 1, "parent": 3, "verified": "no", "attestation": 1, "email": 2}).to_string(),
+        "1e999999".into(),
+    ];
+    let paths = [
+        "/devices/d1",
+        "/devices/d1/attestation",
+        "/organizations/org1",
+        "/users/u1",
+        "/apiTokens/t1",
+        "/deviceGroups/dg1",
+        "/deviceTemplates/dtmi:a:b;1",
+        "/enrollmentGroups/g1",
+        "/enrollmentGroups/g1/certificates/primary",
+        "/enrollmentGroups/g1/certificates/primary/verify",
+    ];
+    for path in paths {
+        for method in ["PUT", "PATCH", "POST"] {
+            for body in &bodies {
+                let url = e.api(path, GA);
+                let fut = e.raw(Some(&e.token), method, &url, Some(body.clone()), None);
+                let (s, _, v) = tokio::time::timeout(std::time::Duration::from_secs(20), fut)
+                    .await
+                    .unwrap_or_else(|_| panic!("{method} {path} hung"));
+                assert!(
+                    (400..500).contains(&s),
+                    "{method} {path} {}: {s} {v}",
+                    &body[..body.len().min(40)]
+                );
+            }
+        }
+    }
+    let long = "a".repeat(10_000);
+    for path in [
+        "/devices/%FF%FE",
+        "/devices/..",
+        "/devices/%2e%2e%2fapiTokens",
+        "/users/%00",
+        &*format!("/devices/{long}"),
+        &*format!("/organizations/{long}"),
+        "/enrollmentGroups/g1/certificates/%00/verify",
+    ] {
+        for method in ["GET", "PUT", "DELETE"] {
+            let (s, _, v) = e
+                .call_v(Some(&e.token), method, path, GA, Some(json!({})))
+                .await;
+            assert!((400..500).contains(&s), "{method} {path}: {s} {v}");
+        }
+    }
+    let q = format!("/devices?filter={}", "(".repeat(3000));
+    let (s, _, _) = e.call_v(Some(&e.token), "GET", &q, PREVIEW, None).await;
+    assert_eq!(s, 400);
+    let auth = format!("SharedAccessSignature sr={}", "x".repeat(6_000));
+    let (s, _, _) = e.call_as(Some(&auth), "GET", "/devices", None).await;
+    assert_eq!(s, 401);
+}

@@ -1,7 +1,7 @@
 //! The client: one place for auth, api-version, pacing, retries, timeouts and error mapping.
 //!
-//! Every operation of every resource goes through [`Client::execute`], so the resilience rules
-//! are written once:
+//! Every operation of every resource goes through one private `execute` method, so the
+//! resilience rules are written once:
 //!
 //! * **Pacing.** A token bucket (governor) shared by all clones of a client spaces requests to
 //!   the configured rate (default 20 requests/s, IoT Central's per-application limit), so a long

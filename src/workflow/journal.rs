@@ -332,6 +332,27 @@ fn finish_record((mut rec, state): (DeviceRecord, String)) -> Result<DeviceRecor
 impl Journal {
     /// Creates a new journal (mode 0600); fails if the file exists.
     pub fn create(path: &Path, meta: BatchMeta) -> Result<Journal, JournalError> {
+        // The journal appears whole or not at all: it is built under a temporary name (rollback
+        // journal mode, no WAL yet), fsynced, then linked to its name, which fails if that name
+        // exists. A kill during creation leaves no half journal for --resume to trip on.
+        let create_err = |source: std::io::Error| JournalError::Create {
+            path: path.to_owned(),
+            source,
+        };
+        if path.exists() {
+            return Err(create_err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the file exists",
+            )));
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "journal".into());
+        let tmp = path.with_file_name(format!(".{name}.creating"));
+        for leftover in ["", "-journal", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{leftover}", tmp.display()));
+        }
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -339,40 +360,49 @@ impl Journal {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        options.open(path).map_err(|source| JournalError::Create {
-            path: path.to_owned(),
-            source,
-        })?;
-        let conn = Connection::open(path)?;
-        configure(&conn)?;
-        conn.execute_batch(
-            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             CREATE TABLE devices (
-                 seq INTEGER PRIMARY KEY,
-                 device_id TEXT NOT NULL UNIQUE COLLATE NOCASE,
-                 line INTEGER NOT NULL,
-                 display_name TEXT, template TEXT, organization TEXT, simulated INTEGER,
-                 state TEXT NOT NULL DEFAULT 'planned',
-                 attempts INTEGER NOT NULL DEFAULT 0,
-                 error TEXT,
-                 secret TEXT, cert_pem TEXT, chain_pem TEXT,
-                 assigned_hub TEXT, dps_device_id TEXT,
-                 register_calls INTEGER NOT NULL DEFAULT 0,
-                 updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
-             );
-             CREATE INDEX devices_state ON devices(state);",
-        )?;
-        let meta_json =
-            serde_json::to_string(&meta).map_err(|e| JournalError::Corrupt(e.to_string()))?;
-        conn.execute(
-            "INSERT INTO meta(key, value) VALUES ('schema', ?1), ('batch', ?2)",
-            params![SCHEMA_VERSION.to_string(), meta_json],
-        )?;
-        Ok(Journal {
-            conn,
-            path: path.to_owned(),
-            meta,
-        })
+        options.open(&tmp).map_err(create_err)?;
+        {
+            let conn = Connection::open(&tmp)?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE devices (
+                     seq INTEGER PRIMARY KEY,
+                     device_id TEXT NOT NULL UNIQUE COLLATE NOCASE,
+                     line INTEGER NOT NULL,
+                     display_name TEXT, template TEXT, organization TEXT, simulated INTEGER,
+                     state TEXT NOT NULL DEFAULT 'planned',
+                     attempts INTEGER NOT NULL DEFAULT 0,
+                     error TEXT,
+                     secret TEXT, cert_pem TEXT, chain_pem TEXT,
+                     assigned_hub TEXT, dps_device_id TEXT,
+                     register_calls INTEGER NOT NULL DEFAULT 0,
+                     updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+                 );
+                 CREATE INDEX devices_state ON devices(state);",
+            )?;
+            let meta_json =
+                serde_json::to_string(&meta).map_err(|e| JournalError::Corrupt(e.to_string()))?;
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema', ?1), ('batch', ?2)",
+                params![SCHEMA_VERSION.to_string(), meta_json],
+            )?;
+            conn.execute_batch("COMMIT;")?;
+        }
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(create_err)?;
+        let linked = std::fs::hard_link(&tmp, path).map_err(create_err);
+        let _ = std::fs::remove_file(&tmp);
+        linked?;
+        #[cfg(unix)]
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(create_err)?;
+        }
+        Journal::open(path)
     }
 
     /// Opens an existing journal.

@@ -22,6 +22,7 @@ struct ProxyState {
 #[derive(Default)]
 struct Inner {
     log: Vec<(String, String)>,
+    authorizations: Vec<String>,
     lose: Vec<(String, String)>,
 }
 
@@ -135,6 +136,11 @@ impl Proxy {
             .push((method.to_owned(), suffix.to_owned()));
     }
 
+    /// The `Authorization` headers received, in order.
+    pub fn authorizations(&self) -> Vec<String> {
+        self.inner.lock().unwrap().authorizations.clone()
+    }
+
     /// How many `method` requests with a path ending in `suffix` reached the emulator.
     pub fn count(&self, method: &str, suffix: &str) -> usize {
         self.inner
@@ -170,6 +176,11 @@ async fn forward(
     let lose = {
         let mut g = st.inner.lock().unwrap();
         g.log.push((method.to_string(), path.clone()));
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        g.authorizations.push(auth.to_owned());
         let hit = g
             .lose
             .iter()

@@ -174,10 +174,40 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The top-level resources of the official spec (GA and preview): paths under them that the
+/// emulator does not route are "not supported", anything else is "not found".
+const SPEC_RESOURCES: &[&str] = &[
+    "apiTokens",
+    "dashboards",
+    "dataExport",
+    "deploymentManifests",
+    "deviceGroups",
+    "deviceTemplates",
+    "devices",
+    "enrollmentGroups",
+    "fileUploads",
+    "jobs",
+    "organizations",
+    "query",
+    "roles",
+    "scheduledJobs",
+    "users",
+];
+
 async fn fallback(req: Request) -> ApiError {
     let path = req.uri().path();
-    if path.starts_with("/api/") {
+    let first = path
+        .strip_prefix("/api/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default();
+    if SPEC_RESOURCES.contains(&first) {
         ApiError::not_supported(format!("{} {}", req.method(), path))
+    } else if path.starts_with("/api") {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("no IoT Central resource at {path:?}"),
+        )
     } else {
         ApiError::new(
             StatusCode::NOT_FOUND,

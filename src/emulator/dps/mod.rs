@@ -99,6 +99,14 @@ fn router(state: Arc<Dps>) -> axum::Router {
                  .../operations/{operationId} or POST /{idScope}/registrations/{registrationId})",
             )
         })
+        .method_not_allowed_fallback(|| async {
+            DpsError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                405_000,
+                "method not allowed on this DPS path (register is PUT, the operation poll GET, \
+                 the status lookup POST)",
+            )
+        })
         .with_state(state)
 }
 

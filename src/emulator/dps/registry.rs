@@ -3,8 +3,10 @@
 //! A registration's state (`DeviceRegistrationResult`) is kept in the emulator's database
 //! (kind `dpsRegistration`), so the status lookup and a second registration survive a
 //! restart and keep the first `createdDateTimeUtc`. Operations are short-lived: they live in
-//! memory with the number of `assigning` polls left, and an operation unknown after a restart
-//! is answered from the stored registration when it was that registration's last operation.
+//! memory with the number of `assigning` polls left until they are answered `assigned` (or for
+//! 15 minutes when never polled); after that, or after a restart, an operation is answered from
+//! the stored registration when it was that registration's last operation. Memory stays flat
+//! however many devices register.
 
 use super::super::error::ApiResult;
 use super::super::store::{self, Store};
@@ -118,10 +120,24 @@ impl Registry {
                     op.polls_left -= 1;
                     return Some(Poll::Assigning);
                 }
-                return Some(Poll::Done(op.result.clone()));
+                // An assigned operation is answered from the store from now on (see below),
+                // so the map only holds operations still in flight.
+                return match ops.remove(operation_id) {
+                    Some(Op {
+                        result: OpResult::Assigned(state),
+                        ..
+                    }) => Some(Poll::Done(OpResult::Assigned(state))),
+                    Some(op) => {
+                        let result = op.result.clone();
+                        ops.insert(operation_id.to_owned(), op);
+                        Some(Poll::Done(result))
+                    }
+                    None => None,
+                };
             }
         }
-        // After a restart: the stored registration answers for its last operation.
+        // A finished operation, or one from before a restart: the stored registration answers
+        // for its last operation.
         let rec: Option<RegistrationRecord> = self
             .store
             .read(|c| store::get(c, KIND, registration_id))
