@@ -123,22 +123,22 @@ fn stage(dir: &Path, dest: PathBuf, data: &[u8], secret: bool) -> Result<Staged,
         path: dest.clone(),
         error,
     };
-    // NamedTempFile is created 0600; public files are widened to 0644 below.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".iotc-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(werr)?;
-    tmp.write_all(data).map_err(werr)?;
+    // The mode is set at creation (0600 for keys and PFX, 0644 for certificates, less umask).
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".iotc-").suffix(".tmp");
     #[cfg(unix)]
-    if !secret {
+    {
         use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(werr)?;
+        builder.permissions(std::fs::Permissions::from_mode(if secret {
+            0o600
+        } else {
+            0o644
+        }));
     }
     #[cfg(not(unix))]
     let _ = secret;
+    let mut tmp = builder.tempfile_in(dir).map_err(werr)?;
+    tmp.write_all(data).map_err(werr)?;
     Ok(Staged { tmp, dest })
 }
 

@@ -704,6 +704,8 @@ fn run_device(a: DeviceArgs) -> CliResult {
     let encrypted = pw.is_some();
     let wopts = write_options(&a.output, pw);
     ensure_dir(&a.output.out)?;
+    // An absolute folder spares a getcwd per file in the batch.
+    let out_dir = std::path::absolute(&a.output.out).unwrap_or_else(|_| a.output.out.clone());
     if n == 1 && a.registration_id.is_some() {
         let id = ids.get(0)?;
         let issued = ca.issue_device(&id, &leaf)?;
@@ -728,7 +730,7 @@ fn run_device(a: DeviceArgs) -> CliResult {
                 };
                 let result = ca
                     .issue_device(&id, &leaf)
-                    .and_then(|issued| write_bundle(&a.output.out, id.as_str(), &issued, &wopts));
+                    .and_then(|issued| write_bundle(&out_dir, id.as_str(), &issued, &wopts));
                 bar.inc(1);
                 match result {
                     Ok(_) => {

@@ -1,0 +1,580 @@
+//! Fault matrix for batch provisioning, through the real binaries: `iotc emulator` as its own
+//! process and `iotc provision` (symmetric-key group, DPS registration, bundles) against it.
+//!
+//! One test per fault: a share of 5xx answers, 429 storms with Retry-After, dropped
+//! connections, slow responses, the emulator killed and restarted mid-batch, and a full disk
+//! under the bundle folder. Each ends with the same proof: IoT Central holds exactly the
+//! batch's devices, each once and provisioned; the bundle folder holds exactly one bundle per
+//! device; the report says every device succeeded. Where a fault makes the run stop (exit 1),
+//! `--resume` finishes it. (kill -9 of the client is in the workflow helper's
+//! `tests/workflow_batch.rs`.)
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct EmuProc {
+    child: Child,
+    data: PathBuf,
+    api: String,
+    dps: String,
+    scope: String,
+    ca: String,
+    api_addr: String,
+    dps_addr: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_emulator(data: &Path, api_addr: &str, dps_addr: &str) -> EmuProc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iotc"))
+        .args([
+            "emulator",
+            "--rate-limit",
+            "off",
+            "--api-listen",
+            api_addr,
+            "--dps-listen",
+            dps_addr,
+            "--data-dir",
+        ])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("ready line, got {line:?}"));
+    EmuProc {
+        child,
+        data: data.to_owned(),
+        api: r["apiUrl"].as_str().unwrap().to_owned(),
+        dps: r["dpsEndpoint"].as_str().unwrap().to_owned(),
+        scope: r["idScope"].as_str().unwrap().to_owned(),
+        ca: r["caCert"].as_str().unwrap().to_owned(),
+        api_addr: api_addr.to_owned(),
+        dps_addr: dps_addr.to_owned(),
+    }
+}
+
+/// The test's view of one emulator: a process, an HTTP client trusting its CA, and an
+/// application Administrator token minted through the API (it survives restarts, unlike the
+/// emulator's own admin token, which is rotated at each start).
+struct Env {
+    emu: EmuProc,
+    dir: tempfile::TempDir,
+    token: String,
+    rt: tokio::runtime::Runtime,
+    http: reqwest::Client,
+}
+
+impl Env {
+    fn start() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let api_addr = format!("127.0.0.1:{}", free_port());
+        let dps_addr = format!("127.0.0.1:{}", free_port());
+        let emu = spawn_emulator(&dir.path().join("emu"), &api_addr, &dps_addr);
+        let http = reqwest::Client::builder()
+            .tls_certs_only([
+                reqwest::Certificate::from_pem(&std::fs::read(&emu.ca).unwrap()).unwrap(),
+            ])
+            .build()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let admin: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(emu.data.join("emulator.json")).unwrap())
+                .unwrap();
+        let mut env = Env {
+            emu,
+            dir,
+            token: admin["adminToken"].as_str().unwrap().to_owned(),
+            rt,
+            http,
+        };
+        let (s, v) = env.call(
+            "PUT",
+            "/api/apiTokens/reliability",
+            Some(serde_json::json!({
+            "roles": [{"role": iotc::central::models::roles::ADMINISTRATOR}]})),
+        );
+        assert_eq!(s, 200, "{v}");
+        env.token = v["token"].as_str().unwrap().to_owned();
+        let (s, v) = env.call(
+            "PUT",
+            "/api/enrollmentGroups/line",
+            Some(serde_json::json!({
+            "displayName": "line", "type": "iot", "attestation": {"type": "symmetricKey"}})),
+        );
+        assert_eq!(s, 200, "{v}");
+        env
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = if path.starts_with("/api") {
+            format!("{}{path}{sep}api-version=2022-07-31", self.emu.api)
+        } else {
+            format!("{}{path}", self.emu.api)
+        };
+        self.rt.block_on(async {
+            let mut req = self
+                .http
+                .request(method.parse().unwrap(), url)
+                .header("Authorization", &self.token);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req.send().await.unwrap();
+            let s = resp.status().as_u16();
+            let t = resp.text().await.unwrap();
+            (
+                s,
+                serde_json::from_str(&t).unwrap_or(serde_json::Value::Null),
+            )
+        })
+    }
+
+    fn faults(&self, faults: serde_json::Value) {
+        let (s, v) = self.call(
+            "PUT",
+            "/emulator/settings",
+            Some(serde_json::json!({"faults": faults})),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+
+    /// Sends `n` requests with a fresh connection each and counts what came back: 503s,
+    /// 429s carrying Retry-After, and connections dropped without an answer. Proves that the
+    /// fault the test names is really being injected while the batch runs.
+    fn probe(&self, n: usize) -> (usize, usize, usize) {
+        let ca = std::fs::read(&self.emu.ca).unwrap();
+        self.rt.block_on(async {
+            let (mut e503, mut e429, mut dropped) = (0, 0, 0);
+            for _ in 0..n {
+                let http = reqwest::Client::builder()
+                    .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+                    .build()
+                    .unwrap();
+                let r = http
+                    .get(format!("{}/api/roles?api-version=2022-07-31", self.emu.api))
+                    .header("Authorization", &self.token)
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().as_u16() == 503 => e503 += 1,
+                    Ok(r)
+                        if r.status().as_u16() == 429
+                            && r.headers().contains_key("retry-after") =>
+                    {
+                        e429 += 1
+                    }
+                    Ok(_) => {}
+                    Err(_) => dropped += 1,
+                }
+            }
+            (e503, e429, dropped)
+        })
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("bundles")
+    }
+
+    fn provision(&self, n: u64, resume: bool, out: &Path) -> std::process::Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_iotc"));
+        c.args([
+            "provision",
+            "--group",
+            "line",
+            "--no-progress",
+            "--concurrency",
+            "4",
+            "--attempts",
+            "3",
+        ])
+        .arg("--journal")
+        .arg(self.dir.path().join("batch.journal"))
+        .arg("--out")
+        .arg(out)
+        .arg("--report")
+        .arg(self.dir.path().join("report.json"))
+        .args([
+            "--app",
+            &self.emu.api,
+            "--token",
+            &self.token,
+            "--ca-file",
+            &self.emu.ca,
+        ])
+        .args([
+            "--id-scope",
+            &self.emu.scope,
+            "--dps-endpoint",
+            &self.emu.dps,
+        ])
+        .env_remove("IOTC_PROFILE")
+        .env("HOME", self.dir.path());
+        if resume {
+            c.arg("--resume");
+        } else {
+            c.args(["--count", &n.to_string(), "--prefix", "rel-"]);
+        }
+        c.output().unwrap()
+    }
+
+    fn restart(&mut self, down_for: Duration) {
+        let _ = self.emu.child.kill();
+        let _ = self.emu.child.wait();
+        std::thread::sleep(down_for);
+        let data = self.emu.data.clone();
+        self.emu = spawn_emulator(
+            &data,
+            &self.emu.api_addr.clone(),
+            &self.emu.dps_addr.clone(),
+        );
+        // A fresh client: the pooled connections died with the old process.
+        self.http = reqwest::Client::builder()
+            .tls_certs_only([
+                reqwest::Certificate::from_pem(&std::fs::read(&self.emu.ca).unwrap()).unwrap(),
+            ])
+            .build()
+            .unwrap();
+    }
+
+    /// Every device of IoT Central, through the pager of the service's list.
+    fn devices(&self) -> Vec<serde_json::Value> {
+        let mut all = Vec::new();
+        let (s, mut page) = self.call("GET", "/api/devices", None);
+        assert_eq!(s, 200, "{page}");
+        loop {
+            all.extend(page["value"].as_array().unwrap().iter().cloned());
+            let Some(next) = page["nextLink"].as_str().map(str::to_owned) else {
+                break;
+            };
+            page = self.rt.block_on(async {
+                self.http
+                    .get(next)
+                    .header("Authorization", &self.token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap()
+            });
+        }
+        all
+    }
+
+    /// The proof every fault ends with: exactly the batch's devices, once each.
+    fn assert_complete(&self, n: u64, out: &Path) {
+        let devices = self.devices();
+        let mut ids: Vec<String> = devices
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        let want: Vec<String> = (1..=n)
+            .map(|i| format!("rel-{i:0w$}", w = n.to_string().len()))
+            .collect();
+        assert_eq!(ids, want, "IoT Central holds exactly the batch's devices");
+        for d in &devices {
+            assert_eq!(d["provisioned"], true, "{d}");
+        }
+        let mut bundles: Vec<String> = std::fs::read_dir(out)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        bundles.sort();
+        assert_eq!(bundles, want, "one bundle per device");
+        for b in &bundles {
+            let files = std::fs::read_dir(out.join(b)).unwrap().count();
+            assert!(files >= 1, "bundle {b} is empty");
+            assert!(
+                !std::fs::read_dir(out.join(b)).unwrap().any(|e| e
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".tmp")),
+                "bundle {b} has a temporary file left"
+            );
+        }
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.dir.path().join("report.json")).unwrap())
+                .unwrap();
+        assert_eq!(report["total"], n, "{report}");
+        assert_eq!(report["succeeded"], n, "{report}");
+        assert_eq!(report["failed"], 0, "{report}");
+        assert_eq!(report["pending"], 0, "{report}");
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.emu.child.kill();
+        let _ = self.emu.child.wait();
+    }
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs the batch, then `--resume` while it reports unfinished devices (at most `resumes`).
+fn run_to_completion(env: &Env, n: u64, resumes: usize) -> usize {
+    let out = env.out();
+    let mut o = env.provision(n, false, &out);
+    let mut runs = 1;
+    while o.status.code() == Some(1) && runs <= resumes {
+        o = env.provision(n, true, &out);
+        runs += 1;
+    }
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "batch did not finish after {runs} run(s):\n{}",
+        text(&o)
+    );
+    eprintln!("outcome: finished after {runs} run(s)");
+    runs
+}
+
+#[test]
+fn a_third_of_requests_answered_503_the_batch_finishes_with_every_device_once() {
+    let env = Env::start();
+    env.faults(serde_json::json!({"seed": 7, "errorRate": 0.3}));
+    assert!(env.probe(30).0 > 0, "no 503 injected");
+    run_to_completion(&env, 20, 3);
+    env.faults(serde_json::json!({"errorRate": 0.0}));
+    env.assert_complete(20, &env.out());
+}
+
+#[test]
+fn throttling_storms_with_retry_after_the_batch_finishes_with_every_device_once() {
+    let env = Env::start();
+    env.faults(serde_json::json!({"seed": 11, "throttleRate": 0.1, "throttleBurst": 8}));
+    assert!(env.probe(30).1 > 0, "no 429 with Retry-After injected");
+    run_to_completion(&env, 20, 3);
+    env.faults(serde_json::json!({"throttleRate": 0.0}));
+    env.assert_complete(20, &env.out());
+}
+
+#[test]
+fn dropped_connections_the_batch_finishes_with_every_device_once() {
+    let env = Env::start();
+    env.faults(serde_json::json!({"seed": 13, "dropRate": 0.2}));
+    assert!(env.probe(30).2 > 0, "no connection dropped");
+    run_to_completion(&env, 20, 3);
+    env.faults(serde_json::json!({"dropRate": 0.0}));
+    env.assert_complete(20, &env.out());
+}
+
+#[test]
+fn slow_responses_the_batch_finishes_with_every_device_once() {
+    let env = Env::start();
+    env.faults(serde_json::json!({"latencyMs": 400}));
+    let t0 = Instant::now();
+    env.probe(1);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(400),
+        "no latency injected"
+    );
+    let out = env.out();
+    let o = env.provision(12, false, &out);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    env.faults(serde_json::json!({"latencyMs": 0}));
+    env.assert_complete(12, &out);
+}
+
+#[test]
+fn emulator_killed_and_restarted_mid_batch_then_resume_finishes_every_device_once() {
+    let mut env = Env::start();
+    // Slow enough that the batch is still running when the emulator dies.
+    env.faults(serde_json::json!({"latencyMs": 150}));
+    let out = env.out();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_iotc"));
+    c.args([
+        "provision",
+        "--group",
+        "line",
+        "--no-progress",
+        "--concurrency",
+        "4",
+        "--attempts",
+        "3",
+        "--count",
+        "40",
+        "--prefix",
+        "rel-",
+    ])
+    .arg("--journal")
+    .arg(env.dir.path().join("batch.journal"))
+    .arg("--out")
+    .arg(&out)
+    .arg("--report")
+    .arg(env.dir.path().join("report.json"))
+    .args([
+        "--app",
+        &env.emu.api,
+        "--token",
+        &env.token,
+        "--ca-file",
+        &env.emu.ca,
+    ])
+    .args(["--id-scope", &env.emu.scope, "--dps-endpoint", &env.emu.dps])
+    .env_remove("IOTC_PROFILE")
+    .env("HOME", env.dir.path())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let client = c.spawn().unwrap();
+    // Wait until some devices exist, then kill -9 the emulator and bring it back 2 s later.
+    let t0 = Instant::now();
+    loop {
+        let n = env.devices().len();
+        if n >= 5 {
+            // The emulator dies while the batch is still creating devices.
+            assert!(
+                n < 40,
+                "the batch finished before the restart ({n} devices)"
+            );
+            eprintln!("outcome: emulator killed with {n} of 40 devices created");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the batch never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    env.restart(Duration::from_secs(2));
+    env.faults(serde_json::json!({"latencyMs": 0}));
+    let first = client.wait_with_output().unwrap();
+    // Either the retries rode out the outage (exit 0) or the run reported unfinished devices
+    // (exit 1); never an error exit and never a lost device.
+    assert!(
+        matches!(first.status.code(), Some(0) | Some(1)),
+        "{}",
+        text(&first)
+    );
+    eprintln!(
+        "outcome: the run during the restart exited {:?}",
+        first.status.code()
+    );
+    let mut o = first;
+    let mut runs = 0;
+    while o.status.code() == Some(1) && runs < 3 {
+        o = env.provision(40, true, &out);
+        runs += 1;
+    }
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    eprintln!("outcome: finished after {runs} resume(s)");
+    env.assert_complete(40, &out);
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+struct Mount(PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_under_the_bundle_folder_is_reported_then_resume_finishes_every_device_once() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED: mounting a small tmpfs for the bundle folder needs root (CI runs as root)"
+        );
+        return;
+    }
+    let env = Env::start();
+    let out = env.dir.path().join("small");
+    std::fs::create_dir_all(&out).unwrap();
+    // 64 KiB: room for a few bundles (tmpfs counts whole 4 KiB pages per file), not for 30.
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs failed although we are root");
+    let _mount = Mount(out.clone());
+    let o = env.provision(30, false, &out);
+    let t = text(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a full disk must end as a partial batch (exit 1):\n{t}"
+    );
+    assert!(
+        t.contains("No space left")
+            || t.contains("space")
+            || t.contains("ENOSPC")
+            || t.contains("os error 28"),
+        "the cause is named:\n{t}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.dir.path().join("report.json")).unwrap())
+            .unwrap();
+    eprintln!(
+        "outcome: disk full -> exit 1, {} succeeded, {} failed, {} pending",
+        report["succeeded"], report["failed"], report["pending"]
+    );
+    assert!(report["succeeded"].as_u64().unwrap() < 30, "{report}");
+    // Every bundle on disk is whole: a bundle folder exists only for a device the journal says is done.
+    for e in std::fs::read_dir(&out).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            for f in std::fs::read_dir(&p).unwrap() {
+                let f = f.unwrap().path();
+                assert!(
+                    std::fs::metadata(&f).unwrap().len() > 0,
+                    "empty file {}",
+                    f.display()
+                );
+            }
+        }
+    }
+    // Make room, resume: every device exactly once.
+    let st = Command::new("mount")
+        .args(["-o", "remount,size=4m"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = env.provision(30, true, &out);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    env.assert_complete(30, &out);
+}
