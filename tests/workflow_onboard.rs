@@ -1,0 +1,234 @@
+//! `iotc onboard` end to end against the emulator, through the real binary: X.509 via a root,
+//! via an intermediate (proof of possession on the intermediate), symmetric key, and a rerun
+//! that changes nothing. Certificates are cross-checked with the openssl CLI.
+
+mod common_workflow;
+
+use common_workflow::{bundles, openssl_verify, Emu};
+use iotc::central::CertificateEntry;
+
+fn stdout(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&a.get_output().stdout).into_owned()
+}
+
+#[test]
+fn x509_via_root_registers_devices_with_verified_ca() {
+    let emu = Emu::start(None);
+    let a = emu
+        .cmd()
+        .args(["onboard", "x509", "--group", "g-root", "--ca", "pki/root"])
+        .args(["--count", "3", "--prefix", "r-", "--out", "out"])
+        .assert()
+        .success();
+    let text = stdout(&a);
+    assert!(
+        text.contains("root CA") && text.contains("created"),
+        "{text}"
+    );
+    assert!(text.contains("proof of possession"), "{text}");
+
+    let c = emu.client();
+    let cert = emu
+        .rt
+        .block_on(c.get_enrollment_group_certificate("g-root", CertificateEntry::Primary))
+        .unwrap();
+    assert!(cert.verified, "the CA was verified by proof of possession");
+    let root_pem = std::fs::read_to_string(emu.path("pki/root_cert.pem")).unwrap();
+    let root_der = iotc::cert::parse_pem_certs(root_pem.as_bytes())
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        cert.info.unwrap().sha1_thumbprint,
+        iotc::cert::sha1_thumbprint(&root_der)
+    );
+
+    let b = bundles(&emu.path("out"));
+    assert_eq!(b.keys().collect::<Vec<_>>(), ["r-1", "r-2", "r-3"]);
+    for (id, json) in &b {
+        assert_eq!(json.id_scope, emu.info.id_scope);
+        assert_eq!(json.registration_id, *id);
+        assert!(!json.assigned_hub.is_empty());
+        let (ok, out) = openssl_verify(
+            &emu.path("pki/root_cert.pem"),
+            None,
+            &emu.path(&format!("out/{id}/{id}_cert.pem")),
+        );
+        assert!(ok, "openssl verify {id}: {out}");
+    }
+    let devices = emu.devices();
+    for id in ["r-1", "r-2", "r-3"] {
+        let d = devices
+            .iter()
+            .find(|d| d.id.as_deref() == Some(id))
+            .unwrap_or_else(|| panic!("device {id} in IoT Central"));
+        assert_eq!(d.provisioned, Some(true), "{id} provisioned");
+    }
+}
+
+#[test]
+fn x509_via_intermediate_proves_possession_of_the_intermediate() {
+    let emu = Emu::start(None);
+    emu.cmd()
+        .args(["onboard", "x509", "--group", "g-int", "--ca", "pki/root"])
+        .args([
+            "--intermediate",
+            "pki/inter",
+            "--device",
+            "dev-i1",
+            "--out",
+            "out",
+        ])
+        .assert()
+        .success();
+    let c = emu.client();
+    let cert = emu
+        .rt
+        .block_on(c.get_enrollment_group_certificate("g-int", CertificateEntry::Primary))
+        .unwrap();
+    assert!(cert.verified);
+    let inter_pem = std::fs::read_to_string(emu.path("pki/inter_cert.pem")).unwrap();
+    let inter_der = iotc::cert::parse_pem_certs(inter_pem.as_bytes())
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        cert.info.unwrap().sha1_thumbprint,
+        iotc::cert::sha1_thumbprint(&inter_der),
+        "the intermediate, not the root, is the group's CA"
+    );
+    let (ok, out) = openssl_verify(
+        &emu.path("pki/root_cert.pem"),
+        Some(&emu.path("out/dev-i1/dev-i1_fullchain.pem")),
+        &emu.path("out/dev-i1/dev-i1_cert.pem"),
+    );
+    assert!(ok, "{out}");
+    // The device presents leaf + intermediate.
+    let chain = std::fs::read_to_string(emu.path("out/dev-i1/dev-i1_fullchain.pem")).unwrap();
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2);
+    assert_eq!(bundles(&emu.path("out")).len(), 1);
+}
+
+#[test]
+fn symmetric_key_devices_get_keys_derived_from_the_group_key() {
+    let emu = Emu::start(None);
+    emu.cmd()
+        .args(["onboard", "symmetric-key", "--group", "g-sk"])
+        .args(["--count", "2", "--prefix", "sk-", "--out", "out"])
+        .assert()
+        .success();
+    let c = emu.client();
+    let g = emu.rt.block_on(c.get_enrollment_group("g-sk")).unwrap();
+    let group_key = match g.attestation {
+        iotc::central::models::GroupAttestation::SymmetricKey {
+            symmetric_key: Some(k),
+        } => k.primary_key,
+        other => panic!("{other:?}"),
+    };
+    for id in ["sk-1", "sk-2"] {
+        let key =
+            std::fs::read_to_string(emu.path(&format!("out/{id}/{id}_device_key.txt"))).unwrap();
+        // Independent derivation with openssl: HMAC-SHA256(base64decode(group key), id).
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(group_key.expose())
+            .unwrap();
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "printf %s '{id}' | openssl dgst -sha256 -mac HMAC -macopt hexkey:{hex} -binary | openssl base64 -A"
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(
+            key.trim(),
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "{id}"
+        );
+    }
+    assert_eq!(bundles(&emu.path("out")).len(), 2);
+}
+
+#[test]
+fn an_onboarding_rerun_changes_nothing() {
+    let emu = Emu::start(None);
+    let run = || {
+        emu.cmd()
+            .args(["onboard", "x509", "--group", "g-re", "--ca", "pki/root"])
+            .args([
+                "--intermediate",
+                "pki/inter",
+                "--count",
+                "2",
+                "--prefix",
+                "re-",
+            ])
+            .args(["--out", "out"])
+            .assert()
+            .success()
+    };
+    run();
+    let snapshot = |emu: &Emu| {
+        let mut files = std::collections::BTreeMap::new();
+        for dir in ["pki", "out/re-1", "out/re-2"] {
+            for e in std::fs::read_dir(emu.path(dir)).unwrap() {
+                let p = e.unwrap().path();
+                files.insert(p.clone(), std::fs::read(&p).unwrap());
+            }
+        }
+        files
+    };
+    let before = snapshot(&emu);
+    let devices_before = emu.devices().len();
+    let text = stdout(&run());
+    for step in [
+        "root CA",
+        "intermediate CA",
+        "enrollment group",
+        "CA upload",
+        "devices",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(step))
+            .unwrap_or_else(|| panic!("no line for {step} in:\n{text}"));
+        assert!(line.contains("reused"), "{line}");
+    }
+    assert!(
+        !text.contains("proof of possession"),
+        "no second PoP:\n{text}"
+    );
+    assert_eq!(snapshot(&emu), before, "no file rewritten");
+    assert_eq!(emu.devices().len(), devices_before);
+    // Adding a device to the selection registers only that one.
+    emu.cmd()
+        .args(["onboard", "x509", "--group", "g-re", "--ca", "pki/root"])
+        .args([
+            "--intermediate",
+            "pki/inter",
+            "--count",
+            "3",
+            "--prefix",
+            "re-",
+        ])
+        .args(["--out", "out"])
+        .assert()
+        .success();
+    assert_eq!(bundles(&emu.path("out")).len(), 3);
+    for (p, bytes) in before {
+        assert_eq!(std::fs::read(&p).unwrap(), bytes, "{}", p.display());
+    }
+}
+
+#[test]
+fn a_group_with_another_ca_is_not_overwritten() {
+    let emu = Emu::start(None);
+    emu.cmd()
+        .args(["onboard", "x509", "--group", "g-x", "--ca", "pki/a"])
+        .assert()
+        .success();
+    emu.cmd()
+        .args(["onboard", "x509", "--group", "g-x", "--ca", "pki/b"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("already has another primary CA"));
+}
