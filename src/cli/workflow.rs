@@ -93,6 +93,10 @@ pub struct RunArgs {
     /// Never draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Also write `<deviceId>.pfx` (key + chain) in each X.509 bundle, protected by this
+    /// password (prefer the environment variable).
+    #[arg(long, env = "IOTC_PFX_PASSWORD", hide_env_values = true)]
+    pub pfx_password: Option<String>,
 }
 
 /// Arguments of `iotc onboard x509`.
@@ -326,6 +330,7 @@ fn batch_options(
         id_scope: id_scope.to_string(),
         dps_endpoint: Some(dps.dps_endpoint.clone()),
         progress: progress && !run.no_progress,
+        pfx_password: run.pfx_password.clone().map(Secret::new),
         ..BatchOptions::default()
     }
 }

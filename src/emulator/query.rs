@@ -640,3 +640,33 @@ mod tests {
         assert!(parse_orderby("id").is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(s in ".{0,200}") {
+            let _ = parse_filter(&s);
+            let _ = parse_group_query(&s);
+            let _ = parse_group_query(&format!("SELECT * FROM devices WHERE {s}"));
+            let _ = parse_orderby(&s);
+        }
+
+        #[test]
+        fn token_soup_never_panics(parts in proptest::collection::vec(
+            prop_oneof![
+                Just("("), Just(")"), Just(","), Just("and"), Just("or"), Just("AND"), Just("eq"),
+                Just("="), Just("!="), Just("<="), Just("'x'"), Just("\"y\""), Just("true"),
+                Just("$template"), Just("displayName"), Just("contains"), Just("scopes"), Just("*"),
+            ],
+            0..30,
+        )) {
+            let s = parts.join(" ");
+            let _ = parse_filter(&s);
+            let _ = parse_group_query(&format!("SELECT * FROM devices WHERE {s}"));
+        }
+    }
+}

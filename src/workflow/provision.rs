@@ -153,6 +153,8 @@ pub struct BatchOptions {
     pub dps_endpoint: Option<String>,
     /// Show a progress bar on stderr (when it is a terminal).
     pub progress: bool,
+    /// Also write `<deviceId>.pfx` (key + chain) protected by this password (X.509 only).
+    pub pfx_password: Option<Secret>,
     /// Test hook: stop the whole run (as a crash would) after this many journal commits.
     pub crash_after_commits: Option<u64>,
 }
@@ -167,6 +169,7 @@ impl Default for BatchOptions {
             id_scope: String::new(),
             dps_endpoint: None,
             progress: false,
+            pfx_password: None,
             crash_after_commits: None,
         }
     }
@@ -572,13 +575,32 @@ async fn attempt<S: Services, I: Issuer>(
 }
 
 fn bundle_contents(rec: &DeviceRecord, opts: &BatchOptions) -> Result<BundleContents, StepError> {
+    let mut thumbprint = None;
     let credential = match stored_credential(rec)? {
-        StoredCredential::X509 { key_pem, chain_pem } => Credential::X509 {
-            cert_pem: rec.cert_pem.clone().unwrap_or_default(),
-            key_pem,
-            fullchain_pem: chain_pem,
-            pfx: None,
-        },
+        StoredCredential::X509 { key_pem, chain_pem } => {
+            let cert_pem = rec.cert_pem.clone().unwrap_or_default();
+            let cert_der = crate::cert::parse_pem_certs(cert_pem.as_bytes())
+                .ok()
+                .and_then(|mut v| (!v.is_empty()).then(|| v.remove(0)));
+            thumbprint = cert_der.as_deref().map(crate::cert::sha1_thumbprint);
+            let pfx = match (&opts.pfx_password, cert_der) {
+                (Some(password), Some(cert_der)) => Some(pfx(
+                    &rec.device_id,
+                    cert_der,
+                    &cert_pem,
+                    &key_pem,
+                    &chain_pem,
+                    password,
+                )?),
+                _ => None,
+            };
+            Credential::X509 {
+                cert_pem,
+                key_pem,
+                fullchain_pem: chain_pem,
+                pfx,
+            }
+        }
         StoredCredential::SymmetricKey(device_key) => Credential::SymmetricKey { device_key },
     };
     Ok(BundleContents {
@@ -590,9 +612,29 @@ fn bundle_contents(rec: &DeviceRecord, opts: &BatchOptions) -> Result<BundleCont
         id_scope: opts.id_scope.clone(),
         assigned_hub: rec.assigned_hub.clone().unwrap_or_default(),
         dps_endpoint: opts.dps_endpoint.clone(),
-        cert_sha1_thumbprint: None,
+        cert_sha1_thumbprint: thumbprint,
         credential,
     })
+}
+
+fn pfx(
+    name: &str,
+    cert_der: Vec<u8>,
+    cert_pem: &str,
+    key_pem: &Secret,
+    chain_pem: &str,
+    password: &Secret,
+) -> Result<Vec<u8>, StepError> {
+    let (key, _) = crate::cert::PrivateKey::from_pem(key_pem.expose(), None)
+        .map_err(|e| StepError::permanent(chain(&e)))?;
+    let issued = crate::cert::Issued {
+        cert_der,
+        cert_pem: cert_pem.to_owned(),
+        key: Some(key),
+        chain_pem: chain_pem.to_owned(),
+    };
+    crate::cert::pkcs12(&issued, name, password.expose())
+        .map_err(|e| StepError::permanent(chain(&e)))
 }
 
 #[cfg(test)]
