@@ -3,7 +3,8 @@
 //! certificate, journal commits (WAL, synchronous=FULL), DPS X.509 registration over a fresh
 //! TLS connection with the device's chain, and the bundle folder.
 //!
-//! Run: `cargo bench --bench workflow_batch`. Environment:
+//! Run: `cargo bench --bench workflow_batch` (release), or `cargo test --bench workflow_batch`
+//! (test profile: dependencies optimized, this crate not). Environment:
 //! - `WF_BENCH=throughput|ratelimit|memory` (default all three);
 //! - `WF_BENCH_N` devices for throughput (default 5000), `WF_BENCH_RL_N` for the rate-limited
 //!   run (default 600), `WF_BENCH_MEM_N` comma-separated sizes for memory (default
