@@ -29,45 +29,49 @@ pub const KEY_PASSWORD_ENV: &str = "IOTC_KEY_PASSWORD";
 /// Environment variable holding the password of an encrypted CA key.
 pub const CA_PASSWORD_ENV: &str = "IOTC_CA_PASSWORD";
 
-const PASSWORD_HELP: &str =
-    "Passwords: new keys are encrypted (PKCS#8, PBKDF2-SHA256 + AES-256-CBC) with the \
+/// The passwords paragraph of the help of every command that makes a key.
+macro_rules! password_help {
+    () => {
+        "Passwords: new keys are encrypted (PKCS#8, PBKDF2-SHA256 + AES-256-CBC) with the \
 password read from --password-file FILE (first line) or from the IOTC_KEY_PASSWORD environment \
 variable; --no-password writes an unencrypted key. There is no default password: one of the \
-three is required. An encrypted CA key is opened with --ca-password-file FILE or IOTC_CA_PASSWORD.";
+three is required. An encrypted CA key is opened with --ca-password-file FILE or IOTC_CA_PASSWORD."
+    };
+}
 
 /// Certificate commands.
 #[derive(Debug, Subcommand)]
 pub enum CertCommand {
     /// Make a self-signed root CA (CA:TRUE pathlen 1, keyCertSign + cRLSign).
     #[command(
-        after_help = "Example:\n  iotc cert root --name root --out certs --password-file pw.txt --pfx\n  \
+        after_help = concat!("Example:\n  iotc cert root --name root --out certs --password-file pw.txt --pfx\n  \
         iotc cert root --name test-root --cn \"Contoso test root\" --key-type ec-p384 --out certs --no-password\n\n\
-        Writes certs/root_cert.pem, certs/root_key.pem (0600), certs/root_fullchain.pem and, with --pfx, certs/root.pfx."
+        Writes certs/root_cert.pem, certs/root_key.pem (0600), certs/root_fullchain.pem and, with --pfx, certs/root.pfx.", "\n\n", password_help!())
     )]
     Root(RootArgs),
     /// Make an intermediate CA signed by a CA (CA:TRUE pathlen 0, validity clamped to the issuer).
     #[command(
-        after_help = "Example:\n  iotc cert intermediate --name inter --ca certs/root --out certs --no-password\n\n\
-        --ca certs/root reads certs/root_cert.pem and certs/root_key.pem (+ certs/root_fullchain.pem)."
+        after_help = concat!("Example:\n  iotc cert intermediate --name inter --ca certs/root --out certs --no-password\n\n\
+        --ca certs/root reads certs/root_cert.pem and certs/root_key.pem (+ certs/root_fullchain.pem).", "\n\n", password_help!())
     )]
     Intermediate(IntermediateArgs),
     /// Make device certificates (CN = registration id, clientAuth): one, or a batch on all cores.
     #[command(
-        after_help = "Examples:\n  iotc cert device sensor-0001 --ca certs/inter --out certs --no-password\n  \
+        after_help = concat!("Examples:\n  iotc cert device sensor-0001 --ca certs/inter --out certs --no-password\n  \
         iotc cert device --count 10000 --prefix sensor- --ca certs/inter --out certs/devices --no-password\n  \
         iotc cert device --ids ids.txt --ca certs/root --out certs/devices --password-file pw.txt --pfx\n\n\
         A registration id is at most 64 letters, digits and - . _ : ending in a letter, digit or -;\n\
         an invalid id is refused, never rewritten. --count N makes PREFIX00001..; --ids FILE reads one id\n\
         per line (blank lines and # comments skipped). Each device gets <id>_cert.pem, <id>_key.pem,\n\
         <id>_fullchain.pem (device + intermediates: what it presents in TLS) and optionally <id>.pfx.\n\
-        Exit code 1 when a batch finished with failed devices."
+        Exit code 1 when a batch finished with failed devices.", "\n\n", password_help!())
     )]
     Device(DeviceArgs),
     /// Make a verification (proof-of-possession) certificate: CN = the code, signed by that CA.
     #[command(
-        after_help = "Example:\n  iotc cert verification 1A2B3C4D5E --ca certs/inter --out certs --no-password\n  \
+        after_help = concat!("Example:\n  iotc cert verification 1A2B3C4D5E --ca certs/inter --out certs --no-password\n  \
         iotc cert base64 certs/verification_cert.pem   # the string for the verify API\n\n\
-        The CA may be a root or an intermediate: sign with the CA you uploaded."
+        The CA may be a root or an intermediate: sign with the CA you uploaded.", "\n\n", password_help!())
     )]
     Verification(VerificationArgs),
     /// Sign a device's certificate signing request (the key stays on the device).
@@ -168,7 +172,6 @@ pub struct CaArgs {
 
 /// `iotc cert root`.
 #[derive(Debug, Args)]
-#[command(after_long_help = PASSWORD_HELP)]
 pub struct RootArgs {
     /// Bundle name: files are <name>_cert.pem, <name>_key.pem, ...
     #[arg(long)]
@@ -189,7 +192,6 @@ pub struct RootArgs {
 
 /// `iotc cert intermediate`.
 #[derive(Debug, Args)]
-#[command(after_long_help = PASSWORD_HELP)]
 pub struct IntermediateArgs {
     /// Bundle name.
     #[arg(long)]
@@ -213,7 +215,6 @@ pub struct IntermediateArgs {
 
 /// `iotc cert device`.
 #[derive(Debug, Args)]
-#[command(after_long_help = PASSWORD_HELP)]
 #[command(group(ArgGroup::new("which").args(["registration_id", "count", "ids"]).required(true)))]
 pub struct DeviceArgs {
     /// The registration id (= device id = CN) of a single device.
@@ -246,7 +247,6 @@ pub struct DeviceArgs {
 
 /// `iotc cert verification`.
 #[derive(Debug, Args)]
-#[command(after_long_help = PASSWORD_HELP)]
 pub struct VerificationArgs {
     /// The verification code IoT Central (or DPS) generated.
     pub code: String,
