@@ -22,7 +22,15 @@ fn manifest(emu: &Emu, n: usize) -> std::path::PathBuf {
 
 fn make_group(emu: &Emu, group: &str) {
     emu.cmd()
-        .args(["onboard", "x509", "--group", group, "--ca", "pki/root"])
+        .args([
+            "onboard",
+            "x509",
+            "--group",
+            group,
+            "--ca",
+            "pki/root",
+            "--no-password",
+        ])
         .args(["--intermediate", "pki/line"])
         .assert()
         .success();
@@ -41,6 +49,7 @@ fn provision_args(group: &str) -> Vec<String> {
         group,
         "--ca",
         "pki/line",
+        "--no-password",
         "--concurrency",
         "8",
         "--no-progress",

@@ -16,7 +16,15 @@ fn x509_via_root_registers_devices_with_verified_ca() {
     let emu = Emu::start(None);
     let a = emu
         .cmd()
-        .args(["onboard", "x509", "--group", "g-root", "--ca", "pki/root"])
+        .args([
+            "onboard",
+            "x509",
+            "--group",
+            "g-root",
+            "--ca",
+            "pki/root",
+            "--no-password",
+        ])
         .args(["--count", "3", "--prefix", "r-", "--out", "out"])
         .assert()
         .success();
@@ -69,7 +77,15 @@ fn x509_via_root_registers_devices_with_verified_ca() {
 fn x509_via_intermediate_proves_possession_of_the_intermediate() {
     let emu = Emu::start(None);
     emu.cmd()
-        .args(["onboard", "x509", "--group", "g-int", "--ca", "pki/root"])
+        .args([
+            "onboard",
+            "x509",
+            "--group",
+            "g-int",
+            "--ca",
+            "pki/root",
+            "--no-password",
+        ])
         .args([
             "--intermediate",
             "pki/inter",
@@ -153,7 +169,15 @@ fn an_onboarding_rerun_changes_nothing() {
     let emu = Emu::start(None);
     let run = || {
         emu.cmd()
-            .args(["onboard", "x509", "--group", "g-re", "--ca", "pki/root"])
+            .args([
+                "onboard",
+                "x509",
+                "--group",
+                "g-re",
+                "--ca",
+                "pki/root",
+                "--no-password",
+            ])
             .args([
                 "--intermediate",
                 "pki/inter",
@@ -201,7 +225,15 @@ fn an_onboarding_rerun_changes_nothing() {
     assert_eq!(emu.devices().len(), devices_before);
     // Adding a device to the selection registers only that one.
     emu.cmd()
-        .args(["onboard", "x509", "--group", "g-re", "--ca", "pki/root"])
+        .args([
+            "onboard",
+            "x509",
+            "--group",
+            "g-re",
+            "--ca",
+            "pki/root",
+            "--no-password",
+        ])
         .args([
             "--intermediate",
             "pki/inter",
@@ -223,12 +255,86 @@ fn an_onboarding_rerun_changes_nothing() {
 fn a_group_with_another_ca_is_not_overwritten() {
     let emu = Emu::start(None);
     emu.cmd()
-        .args(["onboard", "x509", "--group", "g-x", "--ca", "pki/a"])
+        .args([
+            "onboard",
+            "x509",
+            "--group",
+            "g-x",
+            "--ca",
+            "pki/a",
+            "--no-password",
+        ])
         .assert()
         .success();
     emu.cmd()
-        .args(["onboard", "x509", "--group", "g-x", "--ca", "pki/b"])
+        .args([
+            "onboard",
+            "x509",
+            "--group",
+            "g-x",
+            "--ca",
+            "pki/b",
+            "--no-password",
+        ])
         .assert()
         .code(2)
         .stderr(predicates::str::contains("already has another primary CA"));
+}
+
+#[test]
+fn private_keys_are_encrypted_unless_the_user_opts_out() {
+    let emu = Emu::start(None);
+    // No password and no opt-out: refused before anything is made.
+    let refused = emu
+        .cmd()
+        .env_remove("IOTC_KEY_PASSWORD")
+        .env_remove("IOTC_CA_PASSWORD")
+        .args(["onboard", "x509", "--group", "g-enc", "--ca", "pki/enc"])
+        .args(["--device", "enc-1", "--out", "out"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("--no-password"), "{err}");
+    assert!(!emu.path("pki/enc_key.pem").exists());
+    assert!(!emu.path("out/enc-1").exists());
+
+    // With passwords: the CA key and the bundle key are encrypted PKCS#8, 0600, and openssl
+    // decrypts the bundle key with the password and only with it.
+    std::fs::write(emu.path("key.pw"), "bundle-secret\n").unwrap();
+    emu.cmd()
+        .env("IOTC_CA_PASSWORD", "ca-secret")
+        .args(["onboard", "x509", "--group", "g-enc", "--ca", "pki/enc"])
+        .args([
+            "--device",
+            "enc-1",
+            "--out",
+            "out",
+            "--key-password-file",
+            "key.pw",
+        ])
+        .assert()
+        .success();
+    let ca_key = std::fs::read_to_string(emu.path("pki/enc_key.pem")).unwrap();
+    assert!(ca_key.contains("BEGIN ENCRYPTED PRIVATE KEY"));
+    let key = emu.path("out/enc-1/enc-1_key.pem");
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert!(text.contains("BEGIN ENCRYPTED PRIVATE KEY"), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let pkey = |pass: &str| {
+        std::process::Command::new("openssl")
+            .args(["pkey", "-noout", "-in"])
+            .arg(&key)
+            .args(["-passin", &format!("pass:{pass}")])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(pkey("bundle-secret"));
+    assert!(!pkey("wrong"));
 }

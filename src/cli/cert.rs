@@ -355,7 +355,7 @@ fn fail(msg: impl Into<String>) -> CliError {
 }
 
 /// Reads the first line of a password file; an empty password is refused.
-fn read_password_file(path: &Path, what: &str) -> Result<Secret, CliError> {
+pub(crate) fn read_password_file(path: &Path, what: &str) -> Result<Secret, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         fail(format!(
             "could not read {what} file {}: {e}",

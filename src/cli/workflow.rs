@@ -97,6 +97,34 @@ pub struct RunArgs {
     /// password (prefer the environment variable).
     #[arg(long, env = "IOTC_PFX_PASSWORD", hide_env_values = true)]
     pub pfx_password: Option<String>,
+    /// File whose first line is the password that encrypts each bundle's private key
+    /// (PKCS#8, PBKDF2-SHA256 + AES-256-CBC); or set IOTC_KEY_PASSWORD.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_password")]
+    pub key_password_file: Option<PathBuf>,
+    /// Write private keys unencrypted (still mode 0600): the opt-out from encryption.
+    #[arg(long)]
+    pub no_password: bool,
+}
+
+impl RunArgs {
+    /// The password for the bundles' private keys: from the file, the environment, or none
+    /// when the user opted out. Without any of them the command is refused before it starts.
+    fn key_password(&self) -> Result<Option<Secret>, CliError> {
+        if self.no_password {
+            return Ok(None);
+        }
+        if let Some(path) = &self.key_password_file {
+            return super::cert::read_password_file(path, "key password").map(Some);
+        }
+        match std::env::var(super::cert::KEY_PASSWORD_ENV) {
+            Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
+            _ => Err(
+                "no password for the devices' private keys: give --key-password-file FILE, \
+set IOTC_KEY_PASSWORD, or pass --no-password"
+                    .into(),
+            ),
+        }
+    }
 }
 
 /// Arguments of `iotc onboard x509`.
@@ -322,6 +350,7 @@ fn batch_options(
     id_scope: &IdScope,
     dps: &DpsTarget,
     progress: bool,
+    key_password: Option<Secret>,
 ) -> BatchOptions {
     BatchOptions {
         concurrency: run.concurrency as usize,
@@ -331,6 +360,7 @@ fn batch_options(
         dps_endpoint: Some(dps.dps_endpoint.clone()),
         progress: progress && !run.no_progress,
         pfx_password: run.pfx_password.clone().map(Secret::new),
+        key_password,
         ..BatchOptions::default()
     }
 }
@@ -415,6 +445,15 @@ async fn onboard_x509(args: OnboardX509Args, global: &GlobalArgs) -> CliResult {
     if let Some(s) = &source {
         s.validate()?;
     }
+    let key_password = args.run.key_password()?;
+    let root_key = PathBuf::from(format!("{}_key.pem", args.ca.display()));
+    if args.ca_password.is_none() && !args.run.no_password && !root_key.exists() {
+        return Err(
+            "no password for the new CA key: give --ca-password (or IOTC_CA_PASSWORD), \
+or pass --no-password"
+                .into(),
+        );
+    }
     let mut steps = Vec::new();
     let spec = CaSpec {
         root: args.ca.clone(),
@@ -438,7 +477,7 @@ async fn onboard_x509(args: OnboardX509Args, global: &GlobalArgs) -> CliResult {
     let journal = onboarding_journal(&args.out, group, Attestation::X509, &source)?;
     let services = RealServices::new(client, dps_options(global, &args.dps)?, scope.clone());
     let issuer = X509Issuer::new(Arc::new(cas.into_signing()), LeafOptions::default());
-    let opts = batch_options(&args.run, &args.out, &scope, &args.dps, true);
+    let opts = batch_options(&args.run, &args.out, &scope, &args.dps, true, key_password);
     let report = run_and_report(
         journal,
         services,
@@ -478,7 +517,7 @@ async fn onboard_symmetric(args: OnboardSymmetricArgs, global: &GlobalArgs) -> C
     let scope = id_scope(global, &args.dps, group).await?;
     let journal = onboarding_journal(&args.out, group, Attestation::SymmetricKey, &source)?;
     let services = RealServices::new(client, dps_options(global, &args.dps)?, scope.clone());
-    let opts = batch_options(&args.run, &args.out, &scope, &args.dps, true);
+    let opts = batch_options(&args.run, &args.out, &scope, &args.dps, true, None);
     let report = run_and_report(
         journal,
         services,
@@ -539,6 +578,10 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
     let attestation = match &g.attestation {
         crate::central::models::GroupAttestation::X509 { .. } => Attestation::X509,
         crate::central::models::GroupAttestation::SymmetricKey { .. } => Attestation::SymmetricKey,
+    };
+    let key_password = match attestation {
+        Attestation::X509 => args.run.key_password()?,
+        Attestation::SymmetricKey => None,
     };
     let ca = match (attestation, &args.ca) {
         (Attestation::X509, Some(prefix)) => Some(
@@ -653,6 +696,7 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
         &scope,
         &args.dps,
         global.output != super::output::OutputFormat::Json,
+        key_password,
     );
     let report_path = args
         .report

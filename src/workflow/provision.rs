@@ -155,6 +155,10 @@ pub struct BatchOptions {
     pub progress: bool,
     /// Also write `<deviceId>.pfx` (key + chain) protected by this password (X.509 only).
     pub pfx_password: Option<Secret>,
+    /// Encrypt each bundle's `<deviceId>_key.pem` (PKCS#8, PBKDF2 + AES-256) with this
+    /// password; `None` writes it unencrypted (mode 0600), which the CLI allows only when the
+    /// user opts out with `--no-password`.
+    pub key_password: Option<Secret>,
     /// Test hook: stop the whole run (as a crash would) after this many journal commits.
     pub crash_after_commits: Option<u64>,
 }
@@ -170,6 +174,7 @@ impl Default for BatchOptions {
             dps_endpoint: None,
             progress: false,
             pfx_password: None,
+            key_password: None,
             crash_after_commits: None,
         }
     }
@@ -594,6 +599,10 @@ fn bundle_contents(rec: &DeviceRecord, opts: &BatchOptions) -> Result<BundleCont
                 )?),
                 _ => None,
             };
+            let key_pem = match &opts.key_password {
+                Some(password) => encrypt_key(&key_pem, password)?,
+                None => key_pem,
+            };
             Credential::X509 {
                 cert_pem,
                 key_pem,
@@ -615,6 +624,14 @@ fn bundle_contents(rec: &DeviceRecord, opts: &BatchOptions) -> Result<BundleCont
         cert_sha1_thumbprint: thumbprint,
         credential,
     })
+}
+
+/// The device key as encrypted PKCS#8 PEM, as `iotc cert` writes it.
+fn encrypt_key(key_pem: &Secret, password: &Secret) -> Result<Secret, StepError> {
+    let (key, _) = crate::cert::PrivateKey::from_pem(key_pem.expose(), None)
+        .map_err(|e| StepError::permanent(chain(&e)))?;
+    key.encrypted_pkcs8_pem(password.expose(), crate::cert::DEFAULT_KDF_ITERATIONS)
+        .map_err(|e| StepError::permanent(chain(&e)))
 }
 
 fn pfx(
