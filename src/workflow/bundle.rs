@@ -255,17 +255,22 @@ pub enum Written {
 
 /// Whether two descriptions are the same bundle. A PKCS#12 file and an encrypted key are
 /// encrypted with random salts, so they differ each time they are made: they are left out of
-/// the comparison. The certificate, which binds the key, is still compared.
-fn same_credential(a: &BundleJson, b: &BundleJson) -> bool {
+/// the comparison (an encrypted key only when a certificate, which binds the key, is compared).
+fn same_credential(a: &BundleJson, b: &BundleJson, key_encrypted: bool) -> bool {
     let strip = |j: &BundleJson| {
         let mut j = j.clone();
         j.files.remove("pfx");
-        if j.files.contains_key("cert") {
+        if key_encrypted && j.files.contains_key("cert") {
             j.files.remove("key");
         }
         j
     };
     strip(a) == strip(b)
+}
+
+fn key_encrypted(contents: &BundleContents) -> bool {
+    matches!(&contents.credential, Credential::X509 { key_pem, .. }
+        if key_pem.expose().starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"))
 }
 
 /// Writes a device's bundle atomically into `out/<deviceId>/`.
@@ -278,7 +283,9 @@ pub fn write(out: &Path, contents: &BundleContents) -> Result<Written, BundleErr
     let json = describe(contents);
     if dest.exists() {
         return match check(&dest) {
-            Ok(existing) if same_credential(&existing, &json) => Ok(Written::AlreadyThere),
+            Ok(existing) if same_credential(&existing, &json, key_encrypted(contents)) => {
+                Ok(Written::AlreadyThere)
+            }
             _ => Err(BundleError::Conflict(dest)),
         };
     }
