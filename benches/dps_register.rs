@@ -26,15 +26,17 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test` does not: then a smoke pass.
+    let full = std::env::args().any(|a| a == "--bench");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run());
+    rt.block_on(run(full));
 }
 
-async fn run() {
-    let n: usize = env_or("DPS_BENCH_N", 2000);
+async fn run(full: bool) {
+    let n: usize = env_or("DPS_BENCH_N", if full { 2000 } else { 20 });
     let levels: Vec<usize> = std::env::var("DPS_BENCH_CONCURRENCY")
         .unwrap_or_else(|_| "1,8,32".into())
         .split(',')

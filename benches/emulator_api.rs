@@ -19,15 +19,17 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test` does not: then a smoke pass.
+    let full = std::env::args().any(|a| a == "--bench");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run());
+    rt.block_on(run(full));
 }
 
-async fn run() {
-    let n: usize = env_or("EMU_BENCH_N", 4000);
+async fn run(full: bool) {
+    let n: usize = env_or("EMU_BENCH_N", if full { 4000 } else { 100 });
     let levels: Vec<usize> = std::env::var("EMU_BENCH_CONCURRENCY")
         .unwrap_or_else(|_| "1,8,32".into())
         .split(',')
