@@ -15,8 +15,9 @@ cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-30}
 cache=${IOTC_CI_CACHE:-$HOME/.cache/iotc-ci}
 export RUSTC_BOOTSTRAP=1
-# The fuzz crate is its own workspace with its own target dir; keep it beside the main one.
-export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$(pwd)/target/fuzz}
+# The fuzz crate is its own workspace with its own target dir, kept in the CI cache so a
+# rerun on the same machine does not rebuild every dependency with AddressSanitizer.
+export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$cache/fuzz-target}
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --version 0.13.2
