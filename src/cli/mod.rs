@@ -121,6 +121,7 @@ pub enum Command {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> i32 {
+    exit_quietly_on_broken_pipe();
     init_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -163,6 +164,25 @@ fn run(cli: Cli) -> CliResult {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// A reader that stops early (`iotc ... | head`) closes the pipe; `println!` then panics with
+/// "Broken pipe". That is not an error of ours: end quietly with success, as other Unix tools
+/// do, instead of printing a panic.
+fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("Broken pipe") {
+            std::process::exit(EXIT_OK);
+        }
+        default(info);
+    }));
 }
 
 /// Prints `error: <message>` and then each cause on its own `  caused by:` line.
