@@ -138,7 +138,7 @@ pub fn resolve(global: &GlobalArgs) -> Result<Resolved, CliError> {
         "no application: pass --app URL (or set IOTC_APP_URL, or a profile with `iotc config set`)",
     )?;
     let credential = match (&global.token, &profile.token) {
-        (Some(t), _) => Credential::api_token(t.clone()),
+        (Some(t), _) => Credential::api_token(t.expose()),
         (None, Some(t)) => Credential::api_token(t.expose()),
         (None, None) => match std::env::var(crate::central::credential::ENV_BEARER_TOKEN) {
             Ok(t) if !t.trim().is_empty() => Credential::bearer(t),
@@ -254,7 +254,7 @@ pub fn run(cmd: ConfigCommand, global: &GlobalArgs) -> CliResult {
                 entry.app = Some(app.clone());
             }
             if let Some(t) = &global.token {
-                entry.token = Some(Secret::new(t.clone()));
+                entry.token = Some(t.clone());
             }
             if let Some(c) = &global.ca_file {
                 let abs = std::path::absolute(c).unwrap_or_else(|_| c.clone());

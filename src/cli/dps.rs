@@ -53,13 +53,13 @@ pub struct RegisterArgs {
     pub key_password_file: Option<PathBuf>,
     /// The device's symmetric key (base64).
     #[arg(long)]
-    pub symmetric_key: Option<String>,
+    pub symmetric_key: Option<Secret>,
     /// File holding the device's symmetric key.
     #[arg(long)]
     pub symmetric_key_file: Option<PathBuf>,
     /// An enrollment group key (base64): the device key is derived from it.
     #[arg(long)]
-    pub group_key: Option<String>,
+    pub group_key: Option<Secret>,
     /// File holding an enrollment group key.
     #[arg(long)]
     pub group_key_file: Option<PathBuf>,
@@ -83,7 +83,7 @@ pub struct RegisterArgs {
 pub struct DeriveKeyArgs {
     /// The enrollment group key (base64).
     #[arg(long)]
-    pub group_key: Option<String>,
+    pub group_key: Option<Secret>,
     /// File holding the enrollment group key.
     #[arg(long)]
     pub group_key_file: Option<PathBuf>,
@@ -240,9 +240,9 @@ fn read_secret_file(path: &Path, what: &str) -> Result<Secret, CliError> {
     Ok(Secret::new(text))
 }
 
-fn secret_arg(inline: Option<String>, file: Option<&Path>, what: &str) -> Result<Secret, CliError> {
+fn secret_arg(inline: Option<Secret>, file: Option<&Path>, what: &str) -> Result<Secret, CliError> {
     match (inline, file) {
-        (Some(v), _) => Ok(Secret::new(v.trim())),
+        (Some(v), _) => Ok(Secret::new(v.expose().trim())),
         (None, Some(p)) => read_secret_file(p, what),
         (None, None) => Err(format!("no {what} given").into()),
     }

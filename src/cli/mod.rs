@@ -55,7 +55,7 @@ pub struct GlobalArgs {
     pub app: Option<String>,
     /// API token (`SharedAccessSignature sr=...`); a bearer token is read from IOTC_BEARER_TOKEN.
     #[arg(long, env = "IOTC_API_TOKEN", global = true, hide_env_values = true)]
-    pub token: Option<String>,
+    pub token: Option<crate::secret::Secret>,
     /// Extra CA certificate (PEM) to trust, for example the emulator's.
     #[arg(long, env = "IOTC_CA_FILE", global = true)]
     pub ca_file: Option<std::path::PathBuf>,
@@ -214,6 +214,46 @@ fn init_logging() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_given_as_arguments_never_reach_debug_output() {
+        let parse = |args: &[&str]| format!("{:?}", Cli::try_parse_from(args).unwrap());
+        let dbg = parse(&[
+            "iotc",
+            "--token",
+            "SharedAccessSignature sr=app&sig=TOPSECRETSIG&skn=t&se=1",
+            "role",
+            "list",
+        ]);
+        assert!(!dbg.contains("TOPSECRETSIG"), "{dbg}");
+        let dbg = parse(&[
+            "iotc",
+            "dps",
+            "derive-key",
+            "--group-key",
+            "R1JPVVBLRVk=",
+            "--registration-id",
+            "d1",
+        ]);
+        assert!(!dbg.contains("R1JPVVBLRVk="), "{dbg}");
+        let dbg = parse(&[
+            "iotc",
+            "onboard",
+            "x509",
+            "--group",
+            "g",
+            "--ca",
+            "pki/root",
+            "--ca-password",
+            "CAPASSWORD",
+            "--pfx-password",
+            "PFXPASSWORD",
+        ]);
+        assert!(
+            !dbg.contains("CAPASSWORD") && !dbg.contains("PFXPASSWORD"),
+            "{dbg}"
+        );
+    }
 
     #[test]
     fn clap_definition_is_consistent() {

@@ -96,7 +96,7 @@ pub struct RunArgs {
     /// Also write `<deviceId>.pfx` (key + chain) in each X.509 bundle, protected by this
     /// password (prefer the environment variable).
     #[arg(long, env = "IOTC_PFX_PASSWORD", hide_env_values = true)]
-    pub pfx_password: Option<String>,
+    pub pfx_password: Option<Secret>,
     /// File whose first line is the password that encrypts each bundle's private key
     /// (PKCS#8, PBKDF2-SHA256 + AES-256-CBC); or set IOTC_KEY_PASSWORD.
     #[arg(long, value_name = "FILE", conflicts_with = "no_password")]
@@ -142,7 +142,7 @@ pub struct OnboardX509Args {
     pub intermediate: Option<PathBuf>,
     /// Password of the CA keys (new keys are encrypted with it).
     #[arg(long, env = "IOTC_CA_PASSWORD", hide_env_values = true)]
-    pub ca_password: Option<String>,
+    pub ca_password: Option<Secret>,
     /// Upload the CA as already verified instead of proving possession of its key.
     #[arg(long)]
     pub verified_upload: bool,
@@ -213,7 +213,7 @@ pub struct ProvisionArgs {
     pub ca: Option<PathBuf>,
     /// Password of the CA key.
     #[arg(long, env = "IOTC_CA_PASSWORD", hide_env_values = true)]
-    pub ca_password: Option<String>,
+    pub ca_password: Option<Secret>,
     /// Continue the batch of an existing journal.
     #[arg(long)]
     pub resume: bool,
@@ -359,7 +359,7 @@ fn batch_options(
         id_scope: id_scope.to_string(),
         dps_endpoint: Some(dps.dps_endpoint.clone()),
         progress: progress && !run.no_progress,
-        pfx_password: run.pfx_password.clone().map(Secret::new),
+        pfx_password: run.pfx_password.clone(),
         key_password,
         ..BatchOptions::default()
     }
@@ -458,7 +458,7 @@ or pass --no-password"
     let spec = CaSpec {
         root: args.ca.clone(),
         intermediate: args.intermediate.clone(),
-        password: args.ca_password.clone().map(Secret::new),
+        password: args.ca_password.clone(),
         name: group.to_owned(),
     };
     let cas = onboard::ensure_ca(&spec, &mut steps)?;
@@ -585,7 +585,7 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
     };
     let ca = match (attestation, &args.ca) {
         (Attestation::X509, Some(prefix)) => Some(
-            Authority::load(prefix, args.ca_password.as_deref())
+            Authority::load(prefix, args.ca_password.as_ref().map(Secret::expose))
                 .map_err(|e| format!("cannot load the CA {}: {e}", prefix.display()))?,
         ),
         (Attestation::X509, None) => {
