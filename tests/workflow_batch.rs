@@ -190,9 +190,11 @@ fn kill_9_at_random_points_then_resume_registers_every_device_exactly_once() {
         let emu = Emu::start(None);
         make_group(&emu, "line-k");
         manifest(&emu, n);
-        // Registrations answered at once, every request delayed a little: the batch lasts a
-        // second or two, and the kills land in every phase of it.
-        emu.settings(serde_json::json!({"dpsAssigningPolls": 0, "dpsRetryAfterSeconds": 0, "faults": {"latencyMs": 40}}));
+        // Registrations answered at once, every request delayed: the delay, not the speed of
+        // the machine, sets a floor of about two seconds on the batch (5 waves of 8 devices,
+        // several requests each), so the kills below land in every phase of it on an idle
+        // machine as on a loaded one.
+        emu.settings(serde_json::json!({"dpsAssigningPolls": 0, "dpsRetryAfterSeconds": 0, "faults": {"latencyMs": 120}}));
         let mut child = emu
             .iotc()
             .args(provision_args("line-k"))
@@ -200,8 +202,8 @@ fn kill_9_at_random_points_then_resume_registers_every_device_exactly_once() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // A random point: 150 ms .. 2 s.
-        let delay = Duration::from_millis(rand::random_range(150..2000));
+        // A random point: 150 ms .. 1.8 s.
+        let delay = Duration::from_millis(rand::random_range(150..1800));
         std::thread::sleep(delay);
         let finished_early = child.try_wait().unwrap().is_some();
         let _ = child.kill(); // SIGKILL
