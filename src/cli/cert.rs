@@ -355,7 +355,7 @@ fn fail(msg: impl Into<String>) -> CliError {
 }
 
 /// Reads the first line of a password file; an empty password is refused.
-pub(crate) fn read_password_file(path: &Path, what: &str) -> Result<Secret, CliError> {
+fn read_password_file(path: &Path, what: &str) -> Result<Secret, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         fail(format!(
             "could not read {what} file {}: {e}",
@@ -377,14 +377,29 @@ fn key_password(out: &OutputArgs) -> Result<Option<Secret>, CliError> {
         }
         return Ok(None);
     }
-    if let Some(f) = &out.password_file {
+    new_key_password(
+        out.password_file.as_deref(),
+        "--password-file",
+        "the new private key",
+    )
+}
+
+/// The password that encrypts new private keys: the first line of `file`, else
+/// IOTC_KEY_PASSWORD; without either the command is refused (the caller has already
+/// handled `--no-password`). Shared by `iotc cert` and the bundle-writing workflow commands.
+pub(crate) fn new_key_password(
+    file: Option<&Path>,
+    file_flag: &str,
+    what: &str,
+) -> Result<Option<Secret>, CliError> {
+    if let Some(f) = file {
         return read_password_file(f, "password").map(Some);
     }
     match std::env::var(KEY_PASSWORD_ENV) {
         Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
-        _ => Err(fail(
-            "no password for the new private key: give --password-file FILE, set IOTC_KEY_PASSWORD, or pass --no-password",
-        )),
+        _ => Err(fail(format!(
+            "no password for {what}: give {file_flag} FILE, set {KEY_PASSWORD_ENV}, or pass --no-password"
+        ))),
     }
 }
 

@@ -113,17 +113,11 @@ impl RunArgs {
         if self.no_password {
             return Ok(None);
         }
-        if let Some(path) = &self.key_password_file {
-            return super::cert::read_password_file(path, "key password").map(Some);
-        }
-        match std::env::var(super::cert::KEY_PASSWORD_ENV) {
-            Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
-            _ => Err(
-                "no password for the devices' private keys: give --key-password-file FILE, \
-set IOTC_KEY_PASSWORD, or pass --no-password"
-                    .into(),
-            ),
-        }
+        super::cert::new_key_password(
+            self.key_password_file.as_deref(),
+            "--key-password-file",
+            "the devices' private keys",
+        )
     }
 }
 
