@@ -25,6 +25,15 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// A temporary folder, kept after the run when `IOTC_BENCH_KEEP` is set: on ext4 without a
+/// journal, deleting many files slows every file creation for the next minutes, which would
+/// skew the next benchmark of a suite (scripts/bench-all.sh keeps everything, then cleans up).
+fn bench_dir() -> tempfile::TempDir {
+    let mut dir = tempfile::tempdir().expect("tempdir");
+    dir.disable_cleanup(std::env::var_os("IOTC_BENCH_KEEP").is_some());
+    dir
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test` does not: then a smoke pass.
     let full = std::env::args().any(|a| a == "--bench");
@@ -44,7 +53,7 @@ async fn run(full: bool) {
         .collect();
     let with_intermediate = std::env::var("DPS_BENCH_INTERMEDIATE").is_ok_and(|v| v == "1");
 
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = bench_dir();
     let mut config = EmulatorConfig::new(dir.path()).rate_limit(None);
     config.settings.dps_assigning_polls = 0;
     config.settings.dps_retry_after_seconds = 0;

@@ -18,6 +18,15 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// A temporary folder, kept after the run when `IOTC_BENCH_KEEP` is set: on ext4 without a
+/// journal, deleting many files slows every file creation for the next minutes, which would
+/// skew the next benchmark of a suite (scripts/bench-all.sh keeps everything, then cleans up).
+fn bench_dir() -> tempfile::TempDir {
+    let mut dir = tempfile::tempdir().expect("tempdir");
+    dir.disable_cleanup(std::env::var_os("IOTC_BENCH_KEEP").is_some());
+    dir
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test` does not: then a smoke pass.
     let full = std::env::args().any(|a| a == "--bench");
@@ -35,7 +44,7 @@ async fn run(full: bool) {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = bench_dir();
     let emu = Emulator::start(EmulatorConfig::new(dir.path()).rate_limit(None))
         .await
         .expect("emulator");

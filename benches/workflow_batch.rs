@@ -9,7 +9,10 @@
 //! - `WF_BENCH_N` devices for throughput (default 5000), `WF_BENCH_RL_N` for the rate-limited
 //!   run (default 600), `WF_BENCH_MEM_N` comma-separated sizes for memory (default
 //!   `1000,10000,100000`);
-//! - `WF_BENCH_CONCURRENCY` (default 64).
+//! - `WF_BENCH_CONCURRENCY` (default 64): a comma-separated list runs the throughput
+//!   measurement once per level (`1,64`: sequential next to concurrent); the other runs use
+//!   the last level;
+//! - `WF_BENCH_SEQ_N` devices for a sequential (concurrency 1) line (default: N / 10).
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) it runs a small smoke pass with
 //! tiny defaults, so CI proves the benchmark works without spending minutes on it.
@@ -34,7 +37,20 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 struct Run {
     seconds: f64,
     max_rss_kb: u64,
+    /// CPU seconds of the `iotc provision` process (user + system), from `time -v`.
+    client_cpu: f64,
+    /// CPU seconds of this process (the emulator) during the batch.
+    emulator_cpu: f64,
     report: serde_json::Value,
+}
+
+/// A temporary folder, kept after the run when `IOTC_BENCH_KEEP` is set: on ext4 without a
+/// journal, deleting many files slows every file creation for the next minutes, which would
+/// skew the next benchmark of a suite (scripts/bench-all.sh keeps everything, then cleans up).
+fn bench_dir() -> tempfile::TempDir {
+    let mut dir = tempfile::tempdir().expect("tempdir");
+    dir.disable_cleanup(std::env::var_os("IOTC_BENCH_KEEP").is_some());
+    dir
 }
 
 fn main() {
@@ -45,7 +61,12 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let concurrency: u32 = env_or("WF_BENCH_CONCURRENCY", 64);
+    let levels: Vec<u32> = std::env::var("WF_BENCH_CONCURRENCY")
+        .unwrap_or_else(|_| "1,64".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let concurrency = levels.last().copied().unwrap_or(64);
     println!(
         "machine: {} cores",
         std::thread::available_parallelism()
@@ -54,14 +75,24 @@ fn main() {
     );
     if which.contains("throughput") {
         let n: u64 = env_or("WF_BENCH_N", if full { 5000 } else { 40 });
-        let r = batch(&rt, None, n, false, concurrency);
-        println!(
-            "throughput (rate limit off): {n} devices in {:.1}s = {:.0} devices/s, failed {}, peak RSS {:.1} MB",
-            r.seconds,
-            n as f64 / r.seconds,
-            r.report["failed"],
-            r.max_rss_kb as f64 / 1024.0
-        );
+        for &level in &levels {
+            // A sequential line is slow by nature: it gets fewer devices.
+            let count = if level == 1 {
+                env_or("WF_BENCH_SEQ_N", (n / 10).max(10))
+            } else {
+                n
+            };
+            let r = batch(&rt, None, count, false, level);
+            println!(
+                "throughput (rate limit off), concurrency {level}: {count} devices in {:.1}s = {:.0} devices/s, failed {}, peak RSS {:.1} MB, CPU per device: iotc {:.0} µs, emulator {:.0} µs",
+                r.seconds,
+                count as f64 / r.seconds,
+                r.report["failed"],
+                r.max_rss_kb as f64 / 1024.0,
+                r.client_cpu * 1e6 / count as f64,
+                r.emulator_cpu * 1e6 / count as f64,
+            );
+        }
     }
     if which.contains("ratelimit") {
         let n: u64 = env_or("WF_BENCH_RL_N", if full { 600 } else { 20 });
@@ -101,7 +132,7 @@ fn batch(
     manifest: bool,
     concurrency: u32,
 ) -> Run {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = bench_dir();
     let mut config = EmulatorConfig::new(dir.path().join("emulator")).rate_limit(rate_limit);
     config.settings.dps_assigning_polls = 0;
     config.settings.dps_retry_after_seconds = 0;
@@ -153,8 +184,10 @@ fn batch(
                 .unwrap_or_else(|| "0".into()),
         );
     let clock = Instant::now();
+    let own_cpu = own_cpu_seconds();
     let out = cmd.output().expect("iotc runs");
     let seconds = clock.elapsed().as_secs_f64();
+    let emulator_cpu = own_cpu_seconds() - own_cpu;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let max_rss_kb = stderr
         .lines()
@@ -164,6 +197,14 @@ fn batch(
         })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
+    let time_field = |name: &str| -> f64 {
+        stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let client_cpu = time_field("User time (seconds): ") + time_field("System time (seconds): ");
     let report: serde_json::Value = std::fs::read(dir.path().join("out/report.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -172,8 +213,22 @@ fn batch(
     Run {
         seconds,
         max_rss_kb,
+        client_cpu,
+        emulator_cpu,
         report,
     }
+}
+
+/// CPU seconds (user + system) of this process so far, from /proc/self/stat.
+fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // utime and stime are fields 14 and 15 (1-based; field 3 is the first after the name).
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
 }
 
 fn setup_group(rt: &tokio::runtime::Runtime, info: &ReadyInfo, dir: &Path) {

@@ -340,6 +340,11 @@ pub struct BenchArgs {
     /// Folder for the temporary output (default: the system temp folder).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Leave the written bundles in place instead of deleting them at the end (the path is
+    /// printed). On ext4 without a journal, deleting many files slows every file creation
+    /// for the next minutes, which would skew a benchmark run right after this one.
+    #[arg(long)]
+    pub keep: bool,
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,

@@ -248,6 +248,7 @@ struct Shared<S, I> {
     services: S,
     issuer: I,
     journal: JournalWriter,
+    disk: bundle::DiskSync,
     opts: BatchOptions,
     stop: AtomicBool,
     commits: AtomicU64,
@@ -276,6 +277,7 @@ pub async fn run_batch<S: Services, I: Issuer>(
         services,
         issuer,
         journal: journal.clone(),
+        disk: bundle::DiskSync::spawn(&opts.out_dir),
         opts,
         stop: AtomicBool::new(false),
         commits: AtomicU64::new(0),
@@ -500,6 +502,10 @@ async fn attempt<S: Services, I: Issuer>(
             State::Planned => {
                 let reg = RegistrationId::new(id.clone())
                     .map_err(|e| StepError::permanent(e.to_string()))?;
+                // Without an IoT Central device to create, the next step is the registration:
+                // the credential and "may be registering" go into one commit.
+                let direct = !needs_central_device(rec);
+                let next = |issued: State| if direct { State::Registering } else { issued };
                 let t = match shared.issuer.issue(&reg)? {
                     NewCredential::X509 {
                         key_pem,
@@ -509,11 +515,11 @@ async fn attempt<S: Services, I: Issuer>(
                         secret: Some(key_pem),
                         cert_pem: Some(cert_pem),
                         chain_pem: Some(chain_pem),
-                        ..Transition::new(&id, State::Planned, State::CertIssued)
+                        ..Transition::new(&id, State::Planned, next(State::CertIssued))
                     },
                     NewCredential::SymmetricKey(key) => Transition {
                         secret: Some(key),
-                        ..Transition::new(&id, State::Planned, State::KeyWritten)
+                        ..Transition::new(&id, State::Planned, next(State::KeyWritten))
                     },
                 };
                 commit(shared, rec, t).await?;
@@ -563,10 +569,20 @@ async fn attempt<S: Services, I: Issuer>(
             State::Registered => {
                 let contents = bundle_contents(rec, &shared.opts)?;
                 let out = shared.opts.out_dir.clone();
-                tokio::task::spawn_blocking(move || bundle::write(&out, &contents))
-                    .await
-                    .map_err(|e| StepError::permanent(format!("bundle writer: {e}")))?
-                    .map_err(|e| StepError::permanent(chain(&e)))?;
+                let fsync_each = bundle::DiskSync::needs_fsync_each();
+                let prepared =
+                    tokio::task::spawn_blocking(move || bundle::stage(&out, &contents, fsync_each))
+                        .await
+                        .map_err(|e| StepError::permanent(format!("bundle writer: {e}")))?
+                        .map_err(|e| StepError::permanent(chain(&e)))?;
+                if let bundle::Prepared::Staged(staged) = prepared {
+                    // Files durable before the rename, the rename durable before the journal
+                    // says so; each flush is shared with every bundle staged meanwhile.
+                    let disk_error = |e: bundle::BundleError| StepError::permanent(chain(&e));
+                    shared.disk.flush().await.map_err(disk_error)?;
+                    staged.place().map_err(disk_error)?;
+                    shared.disk.flush().await.map_err(disk_error)?;
+                }
                 commit(
                     shared,
                     rec,

@@ -2,8 +2,8 @@
 //!
 //! One run measures, for the chosen key type and N devices: rcgen's own keygen + sign (the
 //! floor), `Authority::issue_device` in memory on one thread and on all cores, complete
-//! device bundles written to disk without a password on one thread and on all cores, bundles
-//! with encrypted keys, and a shell loop of the openssl CLI doing the same work (key + CSR +
+//! device bundles written to disk without a password on one thread and on all cores, the file
+//! system floor (the same files written without any cryptography), bundles with encrypted keys, and a shell loop of the openssl CLI doing the same work (key + CSR +
 //! sign) one at a time and with `xargs -P`. Each line reports wall time, rate, and the CPU
 //! time spent (ours, or the openssl children's), so a figure taken on a busy machine can still
 //! be judged. Peak memory (VmHWM) is printed at the end: run two sizes to see it stay flat.
@@ -183,6 +183,29 @@ fn to_disk(
     })
 }
 
+/// The file system alone: the same three files per bundle through the same `write_bundle`
+/// (same sizes, same atomic placement), from one certificate made before the clock starts.
+/// No bundle rate can beat this on the folder's file system.
+fn disk_floor(
+    ca: &Authority,
+    opts: &LeafOptions,
+    w: &WriteOptions,
+    dir: &Path,
+    n: u64,
+    threads: usize,
+) -> Result<(), CliError> {
+    std::fs::create_dir_all(dir)?;
+    let issued = ca.issue_device(&id(0)?, opts)?;
+    pool(threads)?.install(|| {
+        (0..n)
+            .into_par_iter()
+            .try_for_each(|i| -> Result<(), CliError> {
+                write_bundle(dir, id(i)?.as_str(), &issued, w)?;
+                Ok(())
+            })
+    })
+}
+
 const OPENSSL_EXT: &str =
     "[dev]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
 extendedKeyUsage=clientAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n";
@@ -228,10 +251,11 @@ pub fn run(a: BenchArgs) -> CliResult {
         .unwrap_or_default()
         .trim()
         .to_owned();
-    let tmp = match &a.dir {
+    let mut tmp = match &a.dir {
         Some(d) => tempfile::tempdir_in(d)?,
         None => tempfile::tempdir()?,
     };
+    tmp.disable_cleanup(a.keep);
     let base: PathBuf = tmp.path().to_path_buf();
     eprintln!(
         "iotc cert bench: {kt}, N = {n}, {cores} cores, load average {load}, folder {}",
@@ -289,6 +313,13 @@ pub fn run(a: BenchArgs) -> CliResult {
             false,
             || to_disk(&ca, &leaf, &plain, &base.join("plainN"), n, cores),
         )?,
+        measure(
+            "file system floor: same 3 files per bundle, no crypto",
+            n,
+            cores,
+            false,
+            || disk_floor(&ca, &leaf, &plain, &base.join("floor"), n, cores),
+        )?,
         measure(&enc_label, n_enc, cores, false, || {
             to_disk(&ca, &leaf, &encrypted, &base.join("enc"), n_enc, cores)
         })?,
@@ -345,6 +376,9 @@ pub fn run(a: BenchArgs) -> CliResult {
     );
     if a.json {
         crate::cli::output::print_json(&report)?;
+    }
+    if a.keep {
+        eprintln!("kept the written files in {}", base.display());
     }
     drop(tmp);
     Ok(EXIT_OK)

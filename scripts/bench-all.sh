@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Every benchmark of the project in one run, on one machine, each next to its comparison:
+#   - certificates: rcgen's floor, iotc in memory and on disk, the file system floor, encrypted
+#     keys, and a shell loop of the openssl CLI doing the same work (P-256 and RSA-2048);
+#   - the emulator's IoT Central API (reads and creates at three concurrency levels);
+#   - DPS X.509 registrations (sequential and concurrent; root- and intermediate-signed);
+#   - factory batches (`iotc provision`, sequential next to concurrent; the 20 req/s limit;
+#     peak memory at 1,000 / 10,000 / 100,000 devices).
+#
+# Usage: scripts/bench-all.sh [OUTPUT_FOLDER]   (default target/bench-all)
+# The raw output goes to OUTPUT_FOLDER/bench-all.log; docs/benchmarks.md quotes it.
+#
+# Every benchmark keeps what it writes until the end of the whole run (IOTC_BENCH_KEEP,
+# `iotc cert bench --keep`): on ext4 without a journal (this project's machines), deleting many
+# files makes every file creation in the next minutes several times slower, which would skew the
+# benchmark after. Everything is deleted once, at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=${1:-target/bench-all}
+mkdir -p "$out/tmp"
+TMPDIR=$(realpath "$out/tmp")
+export TMPDIR IOTC_BENCH_KEEP=1
+log="$out/bench-all.log"
+
+cargo build --release --quiet
+cargo bench --no-run --quiet 2>/dev/null || cargo bench --no-run
+
+{
+    echo "# bench-all: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(uname -sr)"
+    echo "# load average before: $(cat /proc/loadavg)"
+    echo "## iotc cert bench, ec-p256"
+    target/release/iotc cert bench --count 10000 --key-type ec-p256 --openssl-count 200 \
+        --encrypted-count 1000 --keep --dir "$TMPDIR"
+    echo "## iotc cert bench, rsa-2048"
+    target/release/iotc cert bench --count 500 --key-type rsa-2048 --openssl-count 50 \
+        --encrypted-count 100 --keep --dir "$TMPDIR"
+    echo "## emulator_api"
+    EMU_BENCH_N=8000 EMU_BENCH_CONCURRENCY=1,8,32 cargo bench --quiet --bench emulator_api
+    echo "## dps_register, root-signed devices"
+    DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=1,8,32,64 cargo bench --quiet --bench dps_register
+    echo "## dps_register, intermediate-signed devices"
+    DPS_BENCH_INTERMEDIATE=1 DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=32 \
+        cargo bench --quiet --bench dps_register
+    echo "## workflow_batch"
+    WF_BENCH_N=5000 WF_BENCH_CONCURRENCY=1,64 cargo bench --quiet --bench workflow_batch
+    echo "# load average after: $(cat /proc/loadavg)"
+} 2>&1 | tee "$log"
+
+rm -rf "$TMPDIR"
+echo "raw figures in $log"
