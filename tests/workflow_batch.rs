@@ -130,6 +130,24 @@ fn a_clean_batch_creates_registers_and_bundles_every_device() {
     emu.cmd().args(&resume).assert().success();
     assert_eq!(report(&emu)["completedThisRun"], 0);
     assert_batch_complete(&emu, 30);
+    // Resuming with another CA than the one the batch started with is refused.
+    let other_ca: Vec<String> = resume
+        .iter()
+        .map(|a| {
+            if a == "pki/line" {
+                "pki/root".into()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    emu.cmd()
+        .args(&other_ca)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "the journal's device certificates are signed by the CA",
+        ));
 }
 
 #[test]
@@ -249,4 +267,42 @@ fn kill_9_at_random_points_then_resume_registers_every_device_exactly_once() {
         spread >= 3,
         "kills must leave devices in several states ({spread} trials did)"
     );
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_with_a_report_and_resume_finishes_the_batch() {
+    let n = 40;
+    let emu = Emu::start(None);
+    make_group(&emu, "line-c");
+    manifest(&emu, n);
+    // Every request delayed: the batch takes seconds, so the interrupt lands mid-batch.
+    emu.settings(serde_json::json!({"dpsAssigningPolls": 0, "dpsRetryAfterSeconds": 0, "faults": {"latencyMs": 150}}));
+    let child = emu
+        .iotc()
+        .args(provision_args("line-c"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(900));
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    // The report is written and says the batch is not finished.
+    let r = report(&emu);
+    assert!(r["pending"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["failed"], 0, "{r}");
+    // --resume finishes the batch: every device registered once, every bundle whole.
+    emu.settings(serde_json::json!({"faults": {"latencyMs": 0}}));
+    let mut resume = provision_args("line-c");
+    resume.push("--resume".into());
+    emu.cmd().args(&resume).assert().success();
+    assert_batch_complete(&emu, n);
+    assert_journal_done(&emu, n);
 }

@@ -390,6 +390,7 @@ fn onboarding_journal(
     group: &str,
     attestation: Attestation,
     source: &Source,
+    ca: Option<&Authority>,
 ) -> Result<Journal, CliError> {
     source.validate()?;
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
@@ -397,6 +398,7 @@ fn onboarding_journal(
     let mut journal = if path.exists() {
         let j = Journal::open(&path)?;
         check_meta(j.meta(), group, attestation)?;
+        check_issuer(j.meta(), ca)?;
         j
     } else {
         Journal::create(
@@ -407,11 +409,31 @@ fn onboarding_journal(
                 source: "onboard".into(),
                 devices: 0,
                 created_at: crate::workflow::report::now_rfc3339(),
+                issuer: ca.map(ca_thumbprint),
             },
         )?
     };
     journal.plan_from(source, true)?;
     Ok(journal)
+}
+
+fn ca_thumbprint(ca: &Authority) -> String {
+    crate::cert::sha256_thumbprint(ca.cert_der())
+}
+
+/// Refuses to go on with a journal whose device certificates were signed by another CA: the
+/// batch would end up with devices from two CAs (and the new one may not be in the group).
+fn check_issuer(meta: &BatchMeta, ca: Option<&Authority>) -> Result<(), CliError> {
+    match (&meta.issuer, ca) {
+        (Some(recorded), Some(ca)) if *recorded != ca_thumbprint(ca) => Err(format!(
+            "the journal's device certificates are signed by the CA with SHA-256 thumbprint \
+             {recorded}, but --ca is {:?} ({}): go on with the CA the batch started with",
+            ca.subject(),
+            ca_thumbprint(ca)
+        )
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 fn check_meta(meta: &BatchMeta, group: &str, attestation: Attestation) -> Result<(), CliError> {
@@ -468,7 +490,13 @@ or pass --no-password"
         return finish(&steps, None, global);
     };
     let scope = id_scope(global, &args.dps, group).await?;
-    let journal = onboarding_journal(&args.out, group, Attestation::X509, &source)?;
+    let journal = onboarding_journal(
+        &args.out,
+        group,
+        Attestation::X509,
+        &source,
+        Some(cas.signing()),
+    )?;
     let services = RealServices::new(client, dps_options(global, &args.dps)?, scope.clone());
     let issuer = X509Issuer::new(Arc::new(cas.into_signing()), LeafOptions::default());
     let opts = batch_options(&args.run, &args.out, &scope, &args.dps, true, key_password);
@@ -509,7 +537,7 @@ async fn onboard_symmetric(args: OnboardSymmetricArgs, global: &GlobalArgs) -> C
         return finish(&steps, None, global);
     };
     let scope = id_scope(global, &args.dps, group).await?;
-    let journal = onboarding_journal(&args.out, group, Attestation::SymmetricKey, &source)?;
+    let journal = onboarding_journal(&args.out, group, Attestation::SymmetricKey, &source, None)?;
     let services = RealServices::new(client, dps_options(global, &args.dps)?, scope.clone());
     let opts = batch_options(&args.run, &args.out, &scope, &args.dps, true, None);
     let report = run_and_report(
@@ -608,6 +636,7 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
     if args.resume {
         let j = Journal::open(&args.journal)?;
         check_meta(j.meta(), group, attestation)?;
+        check_issuer(j.meta(), ca.as_ref())?;
         if let Some(s) = &source {
             if j.meta().source != s.describe() {
                 return Err(format!(
@@ -674,6 +703,7 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
                 source: s.describe(),
                 devices: summary.as_ref().map(|s| s.devices).unwrap_or(0),
                 created_at: crate::workflow::report::now_rfc3339(),
+                issuer: ca.as_ref().map(ca_thumbprint),
             },
         )?;
         j.plan_from(s, false)?;

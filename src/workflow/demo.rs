@@ -212,5 +212,6 @@ fn meta(source: &str, devices: u64) -> BatchMeta {
         source: source.into(),
         devices,
         created_at: super::report::now_rfc3339(),
+        issuer: None,
     }
 }

@@ -115,6 +115,10 @@ pub struct BatchMeta {
     pub devices: u64,
     /// When the batch was planned (RFC 3339).
     pub created_at: String,
+    /// X.509: SHA-256 thumbprint of the CA certificate that signs the batch's device
+    /// certificates, so a resume with another CA is refused (absent in older journals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
 }
 
 /// One device's row.
@@ -849,6 +853,7 @@ mod tests {
             source: "test".into(),
             devices: 3,
             created_at: "2026-01-01T00:00:00Z".into(),
+            issuer: None,
         }
     }
 

@@ -806,6 +806,7 @@ mod tests {
                 source: "test".into(),
                 devices: n as u64,
                 created_at: "now".into(),
+                issuer: None,
             };
             let mut j = Journal::create(&dir.path().join("j.sqlite"), meta).unwrap();
             let specs: Vec<DeviceSpec> = (0..n)

@@ -201,6 +201,7 @@ mod tests {
             source: "s".into(),
             devices: 3,
             created_at: now_rfc3339(),
+            issuer: None,
         };
         Report::new(
             &meta,
