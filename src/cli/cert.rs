@@ -145,7 +145,7 @@ pub struct OutputArgs {
     /// File whose first line is the password for the key and the PFX (or set IOTC_KEY_PASSWORD).
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
-    /// Also write <name>.pfx (PKCS#12 with key, certificate and chain; needs a password).
+    /// Also write NAME.pfx (PKCS#12 with key, certificate and chain; needs a password).
     #[arg(long)]
     pub pfx: bool,
     /// Overwrite existing files.
@@ -173,7 +173,7 @@ pub struct CaArgs {
 /// `iotc cert root`.
 #[derive(Debug, Args)]
 pub struct RootArgs {
-    /// Bundle name: files are <name>_cert.pem, <name>_key.pem, ...
+    /// Bundle name: files are NAME_cert.pem, NAME_key.pem, ...
     #[arg(long)]
     pub name: String,
     /// Subject CN (default: the name).

@@ -48,6 +48,8 @@ pub struct Cli {
 }
 
 /// Options of the commands that talk to an IoT Central application.
+// The field docs are `--help` text, where a bare URL reads best.
+#[allow(rustdoc::bare_urls)]
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Application URL (https://myapp.azureiotcentral.com) or just its subdomain.

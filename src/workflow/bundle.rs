@@ -8,7 +8,7 @@
 //!
 //! A bundle appears whole or not at all: it is written in a hidden temporary folder next to
 //! its final place, made durable, and only then renamed into place (and the rename made
-//! durable). [`write`] fsyncs every file and folder itself; a batch uses [`stage`] +
+//! durable). [`write()`] fsyncs every file and folder itself; a batch uses [`stage`] +
 //! [`DiskSync`] + [`Staged::place`] instead, where one file-system sync covers every bundle
 //! staged meanwhile (group commit), which is what lets a line write hundreds of bundles a
 //! second on a disk where each flush costs a round trip to the device. Writing a bundle that already exists with the same content is a no-op (that is how a
@@ -250,7 +250,7 @@ fn sync_dir(path: &Path) -> Result<(), BundleError> {
     Ok(())
 }
 
-/// What [`write`] did.
+/// What [`write()`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
     /// The bundle was written now.

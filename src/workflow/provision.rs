@@ -3,7 +3,7 @@
 //!
 //! The engine knows nothing of HTTP: it talks to the services through [`Services`] (IoT
 //! Central device creation, DPS registration and status lookup) and makes credentials
-//! through [`Issuer`]. [`RealServices`] is the production implementation over
+//! through [`Issuer`]. [`RealServices`](super::services::RealServices) is the production implementation over
 //! [`crate::central::Client`] and [`crate::dps::Client`]; the unit tests use an in-memory one
 //! so a crash can be injected between any two steps.
 //!
