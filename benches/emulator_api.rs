@@ -7,29 +7,15 @@
 //! one reqwest client (HTTP/2 over one TLS connection per concurrent worker is up to
 //! reqwest's pool) and the machine with the emulator. Prints one line per measurement.
 
+mod common;
+
+use common::{bench_dir, env_or, full_run};
 use futures::StreamExt;
 use iotc::emulator::{Emulator, EmulatorConfig};
 use std::time::Instant;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A temporary folder, kept after the run when `IOTC_BENCH_KEEP` is set: on ext4 without a
-/// journal, deleting many files slows every file creation for the next minutes, which would
-/// skew the next benchmark of a suite (scripts/bench-all.sh keeps everything, then cleans up).
-fn bench_dir() -> tempfile::TempDir {
-    let mut dir = tempfile::tempdir().expect("tempdir");
-    dir.disable_cleanup(std::env::var_os("IOTC_BENCH_KEEP").is_some());
-    dir
-}
-
 fn main() {
-    // `cargo bench` passes --bench; `cargo test` does not: then a smoke pass.
-    let full = std::env::args().any(|a| a == "--bench");
+    let full = full_run();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -9,7 +9,7 @@
 //! - `WF_BENCH_N` devices for throughput (default 5000), `WF_BENCH_RL_N` for the rate-limited
 //!   run (default 600), `WF_BENCH_MEM_N` comma-separated sizes for memory (default
 //!   `1000,10000,100000`);
-//! - `WF_BENCH_CONCURRENCY` (default 64): a comma-separated list runs the throughput
+//! - `WF_BENCH_CONCURRENCY` (default `1,64`): a comma-separated list runs the throughput
 //!   measurement once per level (`1,64`: sequential next to concurrent); the other runs use
 //!   the last level;
 //! - `WF_BENCH_SEQ_N` devices for a sequential (concurrency 1) line (default: N / 10).
@@ -21,18 +21,14 @@
 //! emulator answers registrations at once (`dpsAssigningPolls` 0) in the throughput and
 //! memory runs, so the figure measures the line, not an artificial wait.
 
+mod common;
+
+use common::{bench_dir, env_or, full_run};
 use iotc::central::{Client, ClientOptions, Credential};
 use iotc::emulator::{Emulator, EmulatorConfig, ReadyInfo};
 use iotc::workflow::onboard::{self, CaSpec};
 use std::path::Path;
 use std::time::Instant;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Run {
     seconds: f64,
@@ -44,18 +40,8 @@ struct Run {
     report: serde_json::Value,
 }
 
-/// A temporary folder, kept after the run when `IOTC_BENCH_KEEP` is set: on ext4 without a
-/// journal, deleting many files slows every file creation for the next minutes, which would
-/// skew the next benchmark of a suite (scripts/bench-all.sh keeps everything, then cleans up).
-fn bench_dir() -> tempfile::TempDir {
-    let mut dir = tempfile::tempdir().expect("tempdir");
-    dir.disable_cleanup(std::env::var_os("IOTC_BENCH_KEEP").is_some());
-    dir
-}
-
 fn main() {
-    // `cargo bench` passes --bench; `cargo test` does not: then a smoke pass.
-    let full = std::env::args().any(|a| a == "--bench");
+    let full = full_run();
     let which = std::env::var("WF_BENCH").unwrap_or_else(|_| "throughput,ratelimit,memory".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

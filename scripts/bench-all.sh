@@ -24,7 +24,7 @@ export TMPDIR IOTC_BENCH_KEEP=1
 log="$out/bench-all.log"
 
 cargo build --release --quiet
-cargo bench --no-run --quiet 2>/dev/null || cargo bench --no-run
+cargo bench --no-run --quiet
 
 {
     echo "# bench-all: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(uname -sr)"

@@ -396,33 +396,12 @@ async fn registrations_survive_an_emulator_restart() {
         .register(&rid("durable-1"), None)
         .await
         .unwrap();
-    let data_dir = env.dir.path().to_path_buf();
-    let common_dps::Env { emu, dir, .. } = env;
-    emu.shutdown().await;
-
-    let mut config = iotc::emulator::EmulatorConfig::new(&data_dir).rate_limit(None);
-    config.settings.dps_retry_after_seconds = 0;
-    let emu = iotc::emulator::Emulator::start(config).await.unwrap();
-    let ca_pem = std::fs::read(&emu.info().ca_cert).unwrap();
-    let key = dev.key.as_ref().unwrap().pkcs8_pem();
-    let id =
-        iotc::dps::X509Identity::from_pem(dev.chain_pem.as_bytes(), key.expose().as_bytes(), None)
-            .unwrap();
-    let client = iotc::dps::Client::new(
-        emu.info().id_scope.parse().unwrap(),
-        iotc::dps::Attestation::X509(id),
-        iotc::dps::ClientOptions {
-            endpoint: emu.info().dps_endpoint.clone(),
-            ca_pem: Some(ca_pem),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let env = env.restart().await;
+    let client = env.device_client(&dev);
     let looked = client.status_lookup(&rid("durable-1")).await.unwrap();
     assert_eq!(looked.created_date_time_utc, first.created_date_time_utc);
     let again = client.register(&rid("durable-1"), None).await.unwrap();
     assert_eq!(again.device_id.as_deref(), Some("durable-1"));
     assert_eq!(again.created_date_time_utc, first.created_date_time_utc);
-    emu.shutdown().await;
-    drop(dir);
+    env.emu.shutdown().await;
 }

@@ -5,9 +5,9 @@
 //! request, `<name>.pfx` (key + leaf + chain, PBES2/AES-256 with HMAC-SHA256 MAC, the OpenSSL 3
 //! default format). Every file is first written in full where nobody sees it (an anonymous
 //! `O_TMPFILE` inode on Linux, else a temporary file in the target folder) and only then given
-//! its name (`linkat`, or a rename), so a failure never leaves a half-written file; existing files are
-//! refused unless `force` is set (and without `force` the final rename refuses to clobber a
-//! file that appeared meanwhile).
+//! its name (`linkat`, or a rename), so a failure never leaves a half-written file. Existing
+//! files are refused unless `force` is set (and without `force` the naming step itself refuses
+//! to clobber a file that appeared meanwhile).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -11,9 +11,10 @@
 //! durable). [`write()`] fsyncs every file and folder itself; a batch uses [`stage`] +
 //! [`DiskSync`] + [`Staged::place`] instead, where one file-system sync covers every bundle
 //! staged meanwhile (group commit), which is what lets a line write hundreds of bundles a
-//! second on a disk where each flush costs a round trip to the device. Writing a bundle that already exists with the same content is a no-op (that is how a
-//! resumed batch finishes a device whose rename happened just before a crash); a different
-//! bundle in the same place is refused, never overwritten.
+//! second on a disk where each flush costs a round trip to the device. Writing a bundle that
+//! already exists with the same content is a no-op (that is how a resumed batch finishes a
+//! device whose rename happened just before a crash); a different bundle in the same place is
+//! refused, never overwritten.
 
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -651,7 +652,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn staged_bundles_share_a_sync_and_vanish_when_dropped() {
+    async fn staged_bundles_appear_only_when_placed_and_vanish_when_dropped() {
         let out = tempfile::tempdir().unwrap();
         let disk = DiskSync::spawn(out.path());
         let a = match stage(out.path(), &x509("a1", "KEY-A"), false).unwrap() {

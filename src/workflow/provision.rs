@@ -567,14 +567,17 @@ async fn attempt<S: Services, I: Issuer>(
                 commit(shared, rec, t).await?;
             }
             State::Registered => {
-                let contents = bundle_contents(rec, &shared.opts)?;
-                let out = shared.opts.out_dir.clone();
+                // Encrypting the key and making the PKCS#12 (PBKDF2, milliseconds of CPU each)
+                // and writing the files all block: off the async workers.
+                let (record, opts) = (rec.clone(), shared.opts.clone());
                 let fsync_each = bundle::DiskSync::needs_fsync_each();
-                let prepared =
-                    tokio::task::spawn_blocking(move || bundle::stage(&out, &contents, fsync_each))
-                        .await
-                        .map_err(|e| StepError::permanent(format!("bundle writer: {e}")))?
-                        .map_err(|e| StepError::permanent(chain(&e)))?;
+                let prepared = tokio::task::spawn_blocking(move || {
+                    let contents = bundle_contents(&record, &opts)?;
+                    bundle::stage(&opts.out_dir, &contents, fsync_each)
+                        .map_err(|e| StepError::permanent(chain(&e)))
+                })
+                .await
+                .map_err(|e| StepError::permanent(format!("bundle writer: {e}")))??;
                 if let bundle::Prepared::Staged(staged) = prepared {
                     // Files durable before the rename, the rename durable before the journal
                     // says so; each flush is shared with every bundle staged meanwhile.

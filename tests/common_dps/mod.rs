@@ -23,7 +23,11 @@ pub struct Env {
 
 /// Starts an emulator with no rate limit, one `assigning` poll and `Retry-After: 0`.
 pub async fn start() -> Env {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(tempfile::tempdir().unwrap()).await
+}
+
+/// The same, on the data folder `dir` (which may hold an earlier emulator's state).
+async fn start_in(dir: tempfile::TempDir) -> Env {
     let mut config = EmulatorConfig::new(dir.path()).rate_limit(None);
     config.settings.dps_assigning_polls = 1;
     config.settings.dps_retry_after_seconds = 0;
@@ -47,6 +51,12 @@ pub async fn start() -> Env {
 }
 
 impl Env {
+    /// Stops the emulator and starts a new one on the same data folder.
+    pub async fn restart(self) -> Env {
+        self.emu.shutdown().await;
+        start_in(self.dir).await
+    }
+
     pub fn id_scope(&self) -> iotc::ids::IdScope {
         self.emu.info().id_scope.parse().unwrap()
     }

@@ -3,8 +3,9 @@
 //! One run measures, for the chosen key type and N devices: rcgen's own keygen + sign (the
 //! floor), `Authority::issue_device` in memory on one thread and on all cores, complete
 //! device bundles written to disk without a password on one thread and on all cores, the file
-//! system floor (the same files written without any cryptography), bundles with encrypted keys, and a shell loop of the openssl CLI doing the same work (key + CSR +
-//! sign) one at a time and with `xargs -P`. Each line reports wall time, rate, and the CPU
+//! system floor (the same files written without any cryptography), bundles with encrypted
+//! keys, and a shell loop of the openssl CLI doing the same work (key + CSR + sign) one at a
+//! time and with `xargs -P`. Each line reports wall time, rate, and the CPU
 //! time spent (ours, or the openssl children's), so a figure taken on a busy machine can still
 //! be judged. Peak memory (VmHWM) is printed at the end: run two sizes to see it stay flat.
 
