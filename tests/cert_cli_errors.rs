@@ -1,6 +1,7 @@
 //! Bad input to `iotc cert`: every case ends with exit code 2, one `error:` line that names
 //! the reason, and nothing written. Odd certificates (CA without keyCertSign, a leaf used as
-//! issuer, a pathlen-0 root above an intermediate) are made with the openssl CLI.
+//! issuer, a pathlen-0 root above an intermediate, leaves with the wrong purpose) are made
+//! with the openssl CLI.
 
 mod common_cert;
 use common_cert::*;
@@ -96,25 +97,7 @@ fn invalid_registration_ids_are_refused_not_rewritten() {
         "invalid registration id",
     );
     // A CSR whose CN is not a registration id.
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "k.pem",
-            "-subj",
-            "/CN=dev 01",
-            "-out",
-            "bad.csr",
-        ],
-    )
-    .ok();
+    ossl_csr(dir, "k.pem", "dev 01", "bad.csr");
     refused(
         dir,
         &words("cert sign-csr bad.csr --ca c/root --out c"),
@@ -419,5 +402,164 @@ fn verify_names_each_failure_reason() {
         )
         .code,
         0
+    );
+}
+
+#[test]
+fn verify_checks_the_purpose_and_names_each_failure() {
+    let d = workdir();
+    let dir = d.path();
+    root(dir, "root", "c", &[]);
+    intermediate(dir, "inter", "c/root", "c", &[]);
+    std::fs::copy(dir.join("c/root_cert.pem"), dir.join("root_cert.pem")).unwrap();
+    std::fs::copy(dir.join("c/root_key.pem"), dir.join("root_key.pem")).unwrap();
+    let verify = |file: &str, extra: &str| {
+        let mut v = words("cert verify --ca-cert root_cert.pem");
+        v.push(file);
+        v.extend(words(extra));
+        v.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let refused_verify = |file: &str, extra: &str, needles: &[&str]| {
+        let args = verify(file, extra);
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        for needle in needles {
+            refused(dir, &a, needle);
+        }
+    };
+    let ok_verify = |file: &str, extra: &str| {
+        let args = verify(file, extra);
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        iotc(dir, &a).ok().stdout
+    };
+
+    // A serverAuth-only leaf: the chain is fine (openssl agrees, for a TLS server), but it is
+    // no device certificate; nothing but the chain with --purpose any.
+    ossl_cert(
+        dir,
+        "srv",
+        Some("root"),
+        &leaf_ext(false, "digitalSignature", "serverAuth"),
+    );
+    openssl(
+        dir,
+        &words("verify -purpose sslserver -CAfile root_cert.pem srv_cert.pem"),
+    )
+    .ok();
+    assert_ne!(
+        openssl(
+            dir,
+            &words("verify -purpose sslclient -CAfile root_cert.pem srv_cert.pem")
+        )
+        .code,
+        0
+    );
+    refused_verify(
+        "srv_cert.pem",
+        "",
+        &[
+            "extendedKeyUsage lacks clientAuth: CN=srv has extendedKeyUsage serverAuth",
+            "checked as a device certificate",
+        ],
+    );
+    refused_verify(
+        "srv_cert.pem",
+        "--purpose device",
+        &["extendedKeyUsage lacks clientAuth"],
+    );
+    let any = ok_verify("srv_cert.pem", "--purpose any");
+    assert!(
+        any.contains("OK (CN=srv <- CN=root); purpose not checked"),
+        "{any}"
+    );
+
+    // No extendedKeyUsage at all, and a keyUsage without digitalSignature.
+    ossl_cert(
+        dir,
+        "noeku",
+        Some("root"),
+        &leaf_ext(false, "digitalSignature", ""),
+    );
+    refused_verify("noeku_cert.pem", "", &["has no extendedKeyUsage extension"]);
+    ossl_cert(
+        dir,
+        "kaonly",
+        Some("root"),
+        &leaf_ext(false, "keyAgreement", "clientAuth"),
+    );
+    refused_verify(
+        "kaonly_cert.pem",
+        "",
+        &["keyUsage lacks digitalSignature: CN=kaonly has keyUsage keyAgreement"],
+    );
+
+    // A CN that no registration id can match: the rule it breaks is named. openssl accepts the
+    // certificate for client auth: only the CN is wrong.
+    ossl_cert_cn(
+        dir,
+        "spaced",
+        "dev 01",
+        Some("root"),
+        &leaf_ext(false, "digitalSignature", "clientAuth"),
+    );
+    openssl(
+        dir,
+        &words("verify -purpose sslclient -CAfile root_cert.pem spaced_cert.pem"),
+    )
+    .ok();
+    refused_verify(
+        "spaced_cert.pem",
+        "",
+        &["CN not a valid registration id: \"dev 01\": character ' ' is not allowed"],
+    );
+
+    // A CA checked as a device: every failure on the one line, chain included.
+    refused_verify(
+        "c/inter_cert.pem",
+        "--purpose device --at 2100-01-01T00:00:00Z",
+        &[
+            "certificate expired",
+            "CA:TRUE on a device certificate",
+            "extendedKeyUsage lacks clientAuth",
+            "keyUsage lacks digitalSignature: CN=inter has keyUsage keyCertSign, cRLSign",
+        ],
+    );
+    // CA:TRUE picks `ca` by default; a device is not a CA.
+    let ca = ok_verify("c/inter_cert.pem", "");
+    assert!(ca.contains("OK (CN=inter <- CN=root); purpose ca"), "{ca}");
+    device(dir, "dev-1", "c/root", "c", &[]);
+    let dev = ok_verify("c/dev-1_cert.pem", "");
+    assert!(dev.contains("; purpose device"), "{dev}");
+    refused_verify(
+        "c/dev-1_cert.pem",
+        "--purpose ca",
+        &["not a CA: CN=dev-1 has basicConstraints CA:FALSE"],
+    );
+
+    // A proof-of-possession certificate as the docs' openssl recipe makes it (no
+    // extendedKeyUsage) fails the device default, with a hint, and passes as verification.
+    ossl_cert_cn(
+        dir,
+        "pop",
+        "5A1B2C3D",
+        Some("root"),
+        "basicConstraints=critical,CA:FALSE",
+    );
+    refused_verify("pop_cert.pem", "", &["--purpose verification"]);
+    let pop = ok_verify("pop_cert.pem", "--purpose verification");
+    assert!(pop.contains("; purpose verification"), "{pop}");
+    refused_verify(
+        "c/inter_cert.pem",
+        "--purpose verification",
+        &["CA:TRUE on a verification certificate"],
+    );
+    let bad = iotc(
+        dir,
+        &words("cert verify c/dev-1_cert.pem --ca-cert root_cert.pem --purpose server"),
+    );
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("invalid value 'server'") && bad.stderr.contains("verification"),
+        "{}",
+        bad.stderr
     );
 }

@@ -401,14 +401,7 @@ fn signed_csr_keeps_the_device_key_and_verifies() {
     let d = workdir();
     let dir = d.path();
     make_cas(dir, "ec-p256");
-    openssl(
-        dir,
-        &words(
-            "req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout dev.key \
-             -subj /CN=csr-dev:01 -out dev.csr",
-        ),
-    )
-    .ok();
+    ossl_csr(dir, "dev.key", "csr-dev:01", "dev.csr");
     iotc(dir, &words("cert sign-csr dev.csr --ca c/inter --out out")).ok();
     assert_eq!(
         listing(&dir.join("out")),

@@ -196,11 +196,53 @@ pub const CA_EXT: &str = "basicConstraints=critical,CA:TRUE\n\
     keyUsage=critical,keyCertSign,cRLSign\n\
     subjectKeyIdentifier=hash";
 
+/// The extension lines of an end-entity made with openssl: basicConstraints CA:FALSE (CA:TRUE
+/// when `ca`), then keyUsage `ku` and extendedKeyUsage `eku` unless empty.
+pub fn leaf_ext(ca: bool, ku: &str, eku: &str) -> String {
+    let mut ext = format!(
+        "basicConstraints=critical,CA:{}\n",
+        if ca { "TRUE" } else { "FALSE" }
+    );
+    if !ku.is_empty() {
+        ext.push_str(&format!("keyUsage=critical,{ku}\n"));
+    }
+    if !eku.is_empty() {
+        ext.push_str(&format!("extendedKeyUsage={eku}\n"));
+    }
+    ext
+}
+
 /// Makes `<name>_key.pem` (PKCS#8, unencrypted) + `<name>_cert.pem` with openssl, CN = `name`
 /// and the extension lines `ext`: self-signed when `issuer` is None, else signed by
 /// `<issuer>_cert.pem` / `<issuer>_key.pem` in `dir`.
 pub fn ossl_cert(dir: &Path, name: &str, issuer: Option<&str>, ext: &str) {
     ossl_cert_cn(dir, name, name, issuer, ext)
+}
+
+/// `openssl req` arguments making a fresh EC P-256 key `key` (PKCS#8, unencrypted) for CN `cn`.
+fn ossl_newkey(key: &str, subj: &str) -> [String; 9] {
+    [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+        "-subj",
+        subj,
+    ]
+    .map(str::to_owned)
+}
+
+/// Makes an EC P-256 key `key` and a certificate signing request `csr` for CN `cn` with
+/// openssl.
+pub fn ossl_csr(dir: &Path, key: &str, cn: &str, csr: &str) {
+    let mut args = vec!["req".to_owned(), "-new".to_owned()];
+    args.extend(ossl_newkey(key, &format!("/CN={cn}")));
+    args.extend(["-out".to_owned(), csr.to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    openssl(dir, &args).ok();
 }
 
 /// [`ossl_cert`] with a CN other than the file name.
@@ -209,22 +251,11 @@ pub fn ossl_cert_cn(dir: &Path, name: &str, cn: &str, issuer: Option<&str>, ext:
     std::fs::write(dir.join(&extfile), format!("[x]\n{ext}\n")).unwrap();
     let key = format!("{name}_key.pem");
     let cert = format!("{name}_cert.pem");
-    let subj = format!("/CN={cn}");
-    let newkey = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &key,
-        "-subj",
-        &subj,
-    ];
     match issuer {
         None => {
+            let newkey = ossl_newkey(&key, &format!("/CN={cn}"));
             let mut args = vec!["req", "-x509"];
-            args.extend(newkey);
+            args.extend(newkey.iter().map(String::as_str));
             args.extend([
                 "-out",
                 &cert,
@@ -239,33 +270,14 @@ pub fn ossl_cert_cn(dir: &Path, name: &str, cn: &str, issuer: Option<&str>, ext:
         }
         Some(i) => {
             let csr = format!("{name}.csr");
-            let mut args = vec!["req", "-new"];
-            args.extend(newkey);
-            args.extend(["-out", &csr]);
+            ossl_csr(dir, &key, cn, &csr);
+            let (ca_cert, ca_key) = (format!("{i}_cert.pem"), format!("{i}_key.pem"));
+            let mut args = words("x509 -req -CAcreateserial -days 30 -extensions x");
+            args.extend([
+                "-in", &csr, "-CA", &ca_cert, "-CAkey", &ca_key, "-extfile", &extfile, "-out",
+                &cert,
+            ]);
             openssl(dir, &args).ok();
-            openssl(
-                dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    &format!("{i}_cert.pem"),
-                    "-CAkey",
-                    &format!("{i}_key.pem"),
-                    "-CAcreateserial",
-                    "-days",
-                    "30",
-                    "-extfile",
-                    &extfile,
-                    "-extensions",
-                    "x",
-                    "-out",
-                    &cert,
-                ],
-            )
-            .ok();
         }
     }
 }
