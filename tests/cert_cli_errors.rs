@@ -1,159 +1,30 @@
 //! Bad input to `iotc cert`: every case ends with exit code 2, one `error:` line that names
 //! the reason, and nothing written. Odd certificates (CA without keyCertSign, a leaf used as
-//! issuer, a pathlen-0 root above an intermediate) are made with the openssl CLI.
+//! issuer, a pathlen-0 root above an intermediate, leaves with the wrong purpose) are made
+//! with the openssl CLI.
 
 mod common_cert;
 use common_cert::*;
-use std::path::Path;
-
-/// Makes `<name>_key.pem` + `<name>_cert.pem` with openssl: self-signed when `issuer` is None.
-fn ossl_cert(dir: &Path, name: &str, issuer: Option<&str>, ext: &str) {
-    let extfile = format!("{name}.ext");
-    std::fs::write(dir.join(&extfile), format!("[x]\n{ext}\n")).unwrap();
-    let key = format!("{name}_key.pem");
-    let cert = format!("{name}_cert.pem");
-    let subj = format!("/CN={name}");
-    match issuer {
-        None => {
-            openssl(
-                dir,
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:P-256",
-                    "-nodes",
-                    "-keyout",
-                    &key,
-                    "-out",
-                    &cert,
-                    "-subj",
-                    &subj,
-                    "-days",
-                    "30",
-                    "-extensions",
-                    "x",
-                    "-config",
-                    &extfile,
-                ],
-            )
-            .ok();
-        }
-        Some(i) => {
-            let csr = format!("{name}.csr");
-            openssl(
-                dir,
-                &[
-                    "req",
-                    "-new",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:P-256",
-                    "-nodes",
-                    "-keyout",
-                    &key,
-                    "-out",
-                    &csr,
-                    "-subj",
-                    &subj,
-                ],
-            )
-            .ok();
-            openssl(
-                dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    &format!("{i}_cert.pem"),
-                    "-CAkey",
-                    &format!("{i}_key.pem"),
-                    "-CAcreateserial",
-                    "-days",
-                    "30",
-                    "-extfile",
-                    &extfile,
-                    "-extensions",
-                    "x",
-                    "-out",
-                    &cert,
-                ],
-            )
-            .ok();
-        }
-    }
-}
-
-const CA_EXT: &str = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash";
-
-/// Runs iotc and asserts refusal with nothing written below `dir`.
-#[track_caller]
-fn refused(dir: &Path, args: &[&str], needle: &str) {
-    let before = listing(dir);
-    let r = iotc(dir, args);
-    assert_refused(&r, needle);
-    assert_eq!(
-        listing(dir),
-        before,
-        "files changed after a refused {args:?}"
-    );
-}
 
 #[test]
 fn no_password_choice_and_pfx_without_password_are_refused() {
     let d = workdir();
     let dir = d.path();
+    refused(dir, &words("cert root --name root --out c"), "no password");
     refused(
         dir,
-        &["cert", "root", "--name", "root", "--out", "c"],
-        "no password",
-    );
-    refused(
-        dir,
-        &[
-            "cert",
-            "root",
-            "--name",
-            "root",
-            "--out",
-            "c",
-            "--no-password",
-            "--pfx",
-        ],
+        &words("cert root --name root --out c --no-password --pfx"),
         "--pfx needs a password",
     );
     std::fs::write(dir.join("empty.txt"), "").unwrap();
     refused(
         dir,
-        &[
-            "cert",
-            "root",
-            "--name",
-            "root",
-            "--out",
-            "c",
-            "--password-file",
-            "empty.txt",
-        ],
+        &words("cert root --name root --out c --password-file empty.txt"),
         "empty",
     );
     refused(
         dir,
-        &[
-            "cert",
-            "root",
-            "--name",
-            "root",
-            "--out",
-            "c",
-            "--password-file",
-            "missing.txt",
-        ],
+        &words("cert root --name root --out c --password-file missing.txt"),
         "could not read",
     );
     // The environment variable works as documented.
@@ -170,14 +41,7 @@ fn no_password_choice_and_pfx_without_password_are_refused() {
     );
     openssl(
         dir,
-        &[
-            "pkcs12",
-            "-in",
-            "c/envroot.pfx",
-            "-passin",
-            "pass:from-env",
-            "-noout",
-        ],
+        &words("pkcs12 -in c/envroot.pfx -passin pass:from-env -noout"),
     )
     .ok();
 }
@@ -186,19 +50,7 @@ fn no_password_choice_and_pfx_without_password_are_refused() {
 fn invalid_registration_ids_are_refused_not_rewritten() {
     let d = workdir();
     let dir = d.path();
-    iotc(
-        dir,
-        &[
-            "cert",
-            "root",
-            "--name",
-            "root",
-            "--out",
-            "c",
-            "--no-password",
-        ],
-    )
-    .ok();
+    root(dir, "root", "c", &[]);
     for bad in ["dev 01", "dev.", "dev_", "dév", &"a".repeat(65), "a/b"] {
         refused(
             dir,
@@ -218,33 +70,13 @@ fn invalid_registration_ids_are_refused_not_rewritten() {
     std::fs::write(dir.join("ids.txt"), "ok-1\nok-2\nbad id\n").unwrap();
     refused(
         dir,
-        &[
-            "cert",
-            "device",
-            "--ids",
-            "ids.txt",
-            "--ca",
-            "c/root",
-            "--out",
-            "devs",
-            "--no-password",
-        ],
+        &words("cert device --ids ids.txt --ca c/root --out devs --no-password"),
         "ids.txt:3",
     );
     std::fs::write(dir.join("dup.txt"), "ok-1\nOK-1\n").unwrap();
     refused(
         dir,
-        &[
-            "cert",
-            "device",
-            "--ids",
-            "dup.txt",
-            "--ca",
-            "c/root",
-            "--out",
-            "devs",
-            "--no-password",
-        ],
+        &words("cert device --ids dup.txt --ca c/root --out devs --no-password"),
         "duplicate",
     );
     refused(
@@ -265,30 +97,10 @@ fn invalid_registration_ids_are_refused_not_rewritten() {
         "invalid registration id",
     );
     // A CSR whose CN is not a registration id.
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "k.pem",
-            "-subj",
-            "/CN=dev 01",
-            "-out",
-            "bad.csr",
-        ],
-    )
-    .ok();
+    ossl_csr(dir, "k.pem", "dev 01", "bad.csr");
     refused(
         dir,
-        &[
-            "cert", "sign-csr", "bad.csr", "--ca", "c/root", "--out", "c",
-        ],
+        &words("cert sign-csr bad.csr --ca c/root --out c"),
         "invalid registration id",
     );
     std::fs::write(
@@ -298,15 +110,7 @@ fn invalid_registration_ids_are_refused_not_rewritten() {
     .unwrap();
     refused(
         dir,
-        &[
-            "cert",
-            "sign-csr",
-            "garbage.csr",
-            "--ca",
-            "c/root",
-            "--out",
-            "c",
-        ],
+        &words("cert sign-csr garbage.csr --ca c/root --out c"),
         "not a valid CSR",
     );
 }
@@ -315,87 +119,26 @@ fn invalid_registration_ids_are_refused_not_rewritten() {
 fn existing_files_are_not_overwritten_without_force() {
     let d = workdir();
     let dir = d.path();
-    iotc(
-        dir,
-        &[
-            "cert",
-            "root",
-            "--name",
-            "root",
-            "--out",
-            "c",
-            "--no-password",
-        ],
-    )
-    .ok();
+    root(dir, "root", "c", &[]);
     let before = std::fs::read(dir.join("c/root_cert.pem")).unwrap();
     refused(
         dir,
-        &[
-            "cert",
-            "root",
-            "--name",
-            "root",
-            "--out",
-            "c",
-            "--no-password",
-        ],
+        &words("cert root --name root --out c --no-password"),
         "already exists",
     );
     assert_eq!(std::fs::read(dir.join("c/root_cert.pem")).unwrap(), before);
-    iotc(
-        dir,
-        &[
-            "cert",
-            "device",
-            "--count",
-            "3",
-            "--prefix",
-            "d",
-            "--ca",
-            "c/root",
-            "--out",
-            "devs",
-            "--no-password",
-        ],
-    )
-    .ok();
+    device(dir, "", "c/root", "devs", &words("--count 3 --prefix d"));
     // One existing bundle among a batch: the whole batch is refused before anything is made.
     std::fs::remove_dir_all(dir.join("devs")).unwrap();
     std::fs::create_dir(dir.join("devs")).unwrap();
     std::fs::write(dir.join("devs/d4_key.pem"), "x").unwrap();
     refused(
         dir,
-        &[
-            "cert",
-            "device",
-            "--count",
-            "5",
-            "--prefix",
-            "d",
-            "--ca",
-            "c/root",
-            "--out",
-            "devs",
-            "--no-password",
-        ],
+        &words("cert device --count 5 --prefix d --ca c/root --out devs --no-password"),
         "d4_key.pem already exists",
     );
     // --force overwrites.
-    iotc(
-        dir,
-        &[
-            "cert",
-            "root",
-            "--name",
-            "root",
-            "--out",
-            "c",
-            "--no-password",
-            "--force",
-        ],
-    )
-    .ok();
+    root(dir, "root", "c", &["--force"]);
     assert_ne!(std::fs::read(dir.join("c/root_cert.pem")).unwrap(), before);
 }
 
@@ -403,31 +146,11 @@ fn existing_files_are_not_overwritten_without_force() {
 fn bad_ca_material_is_refused() {
     let d = workdir();
     let dir = d.path();
-    iotc(
-        dir,
-        &[
-            "cert",
-            "root",
-            "--name",
-            "root",
-            "--out",
-            "c",
-            "--password-file",
-            "pw.txt",
-        ],
-    )
-    .ok();
+    root(dir, "root", "c", &["--password-file", "pw.txt"]);
     let dev = |ca: &str, extra: &[&str]| {
-        let mut v = vec![
-            "cert",
-            "device",
-            "dev-1",
-            "--ca",
-            ca,
-            "--out",
-            "out",
-            "--no-password",
-        ];
+        let mut v = words("cert device dev-1 --ca");
+        v.push(ca);
+        v.extend(words("--out out --no-password"));
         v.extend_from_slice(extra);
         v.into_iter().map(str::to_owned).collect::<Vec<_>>()
     };
@@ -469,19 +192,7 @@ fn bad_ca_material_is_refused() {
     .unwrap();
     run(dev("e/badkey", &[]), "private key");
     // Key of another CA.
-    iotc(
-        dir,
-        &[
-            "cert",
-            "root",
-            "--name",
-            "other",
-            "--out",
-            "o",
-            "--no-password",
-        ],
-    )
-    .ok();
+    root(dir, "other", "o", &[]);
     std::fs::copy(dir.join("c/root_cert.pem"), dir.join("e/mismatch_cert.pem")).unwrap();
     std::fs::copy(dir.join("o/other_key.pem"), dir.join("e/mismatch_key.pem")).unwrap();
     run(dev("e/mismatch", &[]), "does not match");
@@ -493,118 +204,42 @@ fn bad_ca_material_is_refused() {
         "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,digitalSignature",
     );
     run(dev("e/noku", &[]), "lacks keyCertSign");
-    iotc(
-        dir,
-        &[
-            "cert",
-            "device",
-            "leafca",
-            "--ca",
-            "o/other",
-            "--out",
-            "e",
-            "--no-password",
-        ],
-    )
-    .ok();
+    device(dir, "leafca", "o/other", "e", &[]);
     run(dev("e/leafca", &[]), "CA:TRUE");
     // Expired CA (made by iotc with explicit dates).
-    iotc(
+    root(
         dir,
-        &[
-            "cert",
-            "root",
-            "--name",
-            "old",
-            "--out",
-            "x",
-            "--no-password",
-            "--not-before",
-            "2020-01-01T00:00:00Z",
-            "--not-after",
-            "2021-01-01T00:00:00Z",
-        ],
-    )
-    .ok();
+        "old",
+        "x",
+        &words("--not-before 2020-01-01T00:00:00Z --not-after 2021-01-01T00:00:00Z"),
+    );
     run(dev("x/old", &[]), "expired");
     run(
-        vec![
-            "cert",
-            "verification",
-            "ABC",
-            "--ca",
-            "x/old",
-            "--out",
-            "out",
-            "--no-password",
-        ]
-        .into_iter()
-        .map(str::to_owned)
-        .collect(),
+        words("cert verification ABC --ca x/old --out out --no-password")
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
         "expired",
     );
     // A pathlen-0 intermediate cannot issue an intermediate.
-    iotc(
-        dir,
-        &[
-            "cert",
-            "intermediate",
-            "--name",
-            "inter",
-            "--ca",
-            "o/other",
-            "--out",
-            "o",
-            "--no-password",
-        ],
-    )
-    .ok();
+    intermediate(dir, "inter", "o/other", "o", &[]);
     refused(
         dir,
-        &[
-            "cert",
-            "intermediate",
-            "--name",
-            "sub",
-            "--ca",
-            "o/inter",
-            "--out",
-            "o",
-            "--no-password",
-        ],
+        &words("cert intermediate --name sub --ca o/inter --out o --no-password"),
         "pathlen 0",
     );
     // Bad --days / dates.
     refused(
         dir,
-        &[
-            "cert",
-            "root",
-            "--name",
-            "z",
-            "--out",
-            "z",
-            "--no-password",
-            "--days",
-            "0",
-        ],
+        &words("cert root --name z --out z --no-password --days 0"),
         "--days",
     );
     refused(
         dir,
-        &[
-            "cert",
-            "root",
-            "--name",
-            "z",
-            "--out",
-            "z",
-            "--no-password",
-            "--not-before",
-            "2030-01-01T00:00:00Z",
-            "--not-after",
-            "2029-01-01T00:00:00Z",
-        ],
+        &words(
+            "cert root --name z --out z --no-password \
+             --not-before 2030-01-01T00:00:00Z --not-after 2029-01-01T00:00:00Z",
+        ),
         "not after",
     );
     // Bad verification code.
@@ -653,59 +288,12 @@ fn inspect_and_base64_refuse_non_certificates() {
 fn verify_names_each_failure_reason() {
     let d = workdir();
     let dir = d.path();
-    iotc(
-        dir,
-        &[
-            "cert",
-            "root",
-            "--name",
-            "root",
-            "--out",
-            "c",
-            "--no-password",
-        ],
-    )
-    .ok();
-    iotc(
-        dir,
-        &[
-            "cert",
-            "intermediate",
-            "--name",
-            "inter",
-            "--ca",
-            "c/root",
-            "--out",
-            "c",
-            "--no-password",
-        ],
-    )
-    .ok();
-    iotc(
-        dir,
-        &[
-            "cert",
-            "device",
-            "dev-1",
-            "--ca",
-            "c/inter",
-            "--out",
-            "c",
-            "--no-password",
-            "--days",
-            "10",
-        ],
-    )
-    .ok();
+    root(dir, "root", "c", &[]);
+    intermediate(dir, "inter", "c/root", "c", &[]);
+    device(dir, "dev-1", "c/inter", "c", &["--days", "10"]);
     let ok = iotc(
         dir,
-        &[
-            "cert",
-            "verify",
-            "c/dev-1_fullchain.pem",
-            "--ca-cert",
-            "c/root_cert.pem",
-        ],
+        &words("cert verify c/dev-1_fullchain.pem --ca-cert c/root_cert.pem"),
     )
     .ok();
     assert!(
@@ -715,122 +303,59 @@ fn verify_names_each_failure_reason() {
     );
     iotc(
         dir,
-        &[
-            "cert",
-            "verify",
-            "c/dev-1_cert.pem",
-            "--ca-cert",
-            "c/root_cert.pem",
-            "--untrusted",
-            "c/inter_cert.pem",
-        ],
+        &words(
+            "cert verify c/dev-1_cert.pem --ca-cert c/root_cert.pem --untrusted c/inter_cert.pem",
+        ),
     )
     .ok();
     // A verified intermediate as the only anchor.
     iotc(
         dir,
-        &[
-            "cert",
-            "verify",
-            "c/dev-1_cert.pem",
-            "--ca-cert",
-            "c/inter_cert.pem",
-        ],
+        &words("cert verify c/dev-1_cert.pem --ca-cert c/inter_cert.pem"),
     )
     .ok();
 
     refused(
         dir,
-        &[
-            "cert",
-            "verify",
-            "c/dev-1_fullchain.pem",
-            "--ca-cert",
-            "c/root_cert.pem",
-            "--at",
-            "2100-01-01T00:00:00Z",
-        ],
+        &words(
+            "cert verify c/dev-1_fullchain.pem --ca-cert c/root_cert.pem \
+             --at 2100-01-01T00:00:00Z",
+        ),
         "certificate expired",
     );
     refused(
         dir,
-        &[
-            "cert",
-            "verify",
-            "c/dev-1_fullchain.pem",
-            "--ca-cert",
-            "c/root_cert.pem",
-            "--at",
-            "2000-01-01T00:00:00Z",
-        ],
+        &words(
+            "cert verify c/dev-1_fullchain.pem --ca-cert c/root_cert.pem \
+             --at 2000-01-01T00:00:00Z",
+        ),
         "not yet valid",
     );
     refused(
         dir,
-        &[
-            "cert",
-            "verify",
-            "c/dev-1_cert.pem",
-            "--ca-cert",
-            "c/root_cert.pem",
-        ],
+        &words("cert verify c/dev-1_cert.pem --ca-cert c/root_cert.pem"),
         "unknown issuer",
     );
     // Another root with the same name.
-    iotc(
-        dir,
-        &[
-            "cert",
-            "root",
-            "--name",
-            "root",
-            "--out",
-            "other",
-            "--no-password",
-        ],
-    )
-    .ok();
+    root(dir, "root", "other", &[]);
     refused(
         dir,
-        &[
-            "cert",
-            "verify",
-            "c/dev-1_fullchain.pem",
-            "--ca-cert",
-            "other/root_cert.pem",
-        ],
+        &words("cert verify c/dev-1_fullchain.pem --ca-cert other/root_cert.pem"),
         "wrong issuer",
     );
     // Bad signature: flip a bit in the device certificate's signature.
-    let der = openssl(
+    openssl(
         dir,
-        &[
-            "x509",
-            "-in",
-            "c/dev-1_cert.pem",
-            "-outform",
-            "DER",
-            "-out",
-            "dev.der",
-        ],
+        &words("x509 -in c/dev-1_cert.pem -outform DER -out dev.der"),
     )
     .ok();
-    drop(der);
     let mut bytes = std::fs::read(dir.join("dev.der")).unwrap();
     let n = bytes.len();
     bytes[n - 5] ^= 0x01;
     std::fs::write(dir.join("tampered.der"), &bytes).unwrap();
     refused(
         dir,
-        &[
-            "cert",
-            "verify",
-            "tampered.der",
-            "--ca-cert",
-            "c/root_cert.pem",
-            "--untrusted",
-            "c/inter_cert.pem",
-        ],
+        &words("cert verify tampered.der --ca-cert c/root_cert.pem --untrusted c/inter_cert.pem"),
         "bad signature",
     );
     // Issuer not a CA: openssl signs a certificate with the device's key.
@@ -844,19 +369,19 @@ fn verify_names_each_failure_reason() {
     );
     refused(
         dir,
-        &[
-            "cert",
-            "verify",
-            "below-leaf_cert.pem",
-            "--ca-cert",
-            "c/root_cert.pem",
-            "--untrusted",
-            "c/dev-1_fullchain.pem",
-        ],
+        &words(
+            "cert verify below-leaf_cert.pem --ca-cert c/root_cert.pem \
+             --untrusted c/dev-1_fullchain.pem",
+        ),
         "issuer not a CA",
     );
     // Path length exceeded: openssl root with pathlen 0 above an intermediate.
-    ossl_cert(dir, "pl0", None, "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash");
+    ossl_cert(
+        dir,
+        "pl0",
+        None,
+        &CA_EXT.replace("CA:TRUE", "CA:TRUE,pathlen:0"),
+    );
     ossl_cert(dir, "mid", Some("pl0"), CA_EXT);
     ossl_cert(
         dir,
@@ -866,31 +391,175 @@ fn verify_names_each_failure_reason() {
     );
     refused(
         dir,
-        &[
-            "cert",
-            "verify",
-            "leaf_cert.pem",
-            "--ca-cert",
-            "pl0_cert.pem",
-            "--untrusted",
-            "mid_cert.pem",
-        ],
+        &words("cert verify leaf_cert.pem --ca-cert pl0_cert.pem --untrusted mid_cert.pem"),
         "path length exceeded",
     );
     // openssl agrees that this chain is bad.
     assert_ne!(
         openssl(
             dir,
-            &[
-                "verify",
-                "-CAfile",
-                "pl0_cert.pem",
-                "-untrusted",
-                "mid_cert.pem",
-                "leaf_cert.pem"
-            ]
+            &words("verify -CAfile pl0_cert.pem -untrusted mid_cert.pem leaf_cert.pem")
         )
         .code,
         0
+    );
+}
+
+#[test]
+fn verify_checks_the_purpose_and_names_each_failure() {
+    let d = workdir();
+    let dir = d.path();
+    root(dir, "root", "c", &[]);
+    intermediate(dir, "inter", "c/root", "c", &[]);
+    std::fs::copy(dir.join("c/root_cert.pem"), dir.join("root_cert.pem")).unwrap();
+    std::fs::copy(dir.join("c/root_key.pem"), dir.join("root_key.pem")).unwrap();
+    let verify = |file: &str, extra: &str| {
+        let mut v = words("cert verify --ca-cert root_cert.pem");
+        v.push(file);
+        v.extend(words(extra));
+        v.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let refused_verify = |file: &str, extra: &str, needles: &[&str]| {
+        let args = verify(file, extra);
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        for needle in needles {
+            refused(dir, &a, needle);
+        }
+    };
+    let ok_verify = |file: &str, extra: &str| {
+        let args = verify(file, extra);
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        iotc(dir, &a).ok().stdout
+    };
+
+    // A serverAuth-only leaf: the chain is fine (openssl agrees, for a TLS server), but it is
+    // no device certificate; nothing but the chain with --purpose any.
+    ossl_cert(
+        dir,
+        "srv",
+        Some("root"),
+        &leaf_ext(false, "digitalSignature", "serverAuth"),
+    );
+    openssl(
+        dir,
+        &words("verify -purpose sslserver -CAfile root_cert.pem srv_cert.pem"),
+    )
+    .ok();
+    assert_ne!(
+        openssl(
+            dir,
+            &words("verify -purpose sslclient -CAfile root_cert.pem srv_cert.pem")
+        )
+        .code,
+        0
+    );
+    refused_verify(
+        "srv_cert.pem",
+        "",
+        &[
+            "extendedKeyUsage lacks clientAuth: CN=srv has extendedKeyUsage serverAuth",
+            "checked as a device certificate",
+        ],
+    );
+    refused_verify(
+        "srv_cert.pem",
+        "--purpose device",
+        &["extendedKeyUsage lacks clientAuth"],
+    );
+    let any = ok_verify("srv_cert.pem", "--purpose any");
+    assert!(
+        any.contains("OK (CN=srv <- CN=root); purpose not checked"),
+        "{any}"
+    );
+
+    // No extendedKeyUsage at all, and a keyUsage without digitalSignature.
+    ossl_cert(
+        dir,
+        "noeku",
+        Some("root"),
+        &leaf_ext(false, "digitalSignature", ""),
+    );
+    refused_verify("noeku_cert.pem", "", &["has no extendedKeyUsage extension"]);
+    ossl_cert(
+        dir,
+        "kaonly",
+        Some("root"),
+        &leaf_ext(false, "keyAgreement", "clientAuth"),
+    );
+    refused_verify(
+        "kaonly_cert.pem",
+        "",
+        &["keyUsage lacks digitalSignature: CN=kaonly has keyUsage keyAgreement"],
+    );
+
+    // A CN that no registration id can match: the rule it breaks is named. openssl accepts the
+    // certificate for client auth: only the CN is wrong.
+    ossl_cert_cn(
+        dir,
+        "spaced",
+        "dev 01",
+        Some("root"),
+        &leaf_ext(false, "digitalSignature", "clientAuth"),
+    );
+    openssl(
+        dir,
+        &words("verify -purpose sslclient -CAfile root_cert.pem spaced_cert.pem"),
+    )
+    .ok();
+    refused_verify(
+        "spaced_cert.pem",
+        "",
+        &["CN not a valid registration id: \"dev 01\": character ' ' is not allowed"],
+    );
+
+    // A CA checked as a device: every failure on the one line, chain included.
+    refused_verify(
+        "c/inter_cert.pem",
+        "--purpose device --at 2100-01-01T00:00:00Z",
+        &[
+            "certificate expired",
+            "CA:TRUE on a device certificate",
+            "extendedKeyUsage lacks clientAuth",
+            "keyUsage lacks digitalSignature: CN=inter has keyUsage keyCertSign, cRLSign",
+        ],
+    );
+    // CA:TRUE picks `ca` by default; a device is not a CA.
+    let ca = ok_verify("c/inter_cert.pem", "");
+    assert!(ca.contains("OK (CN=inter <- CN=root); purpose ca"), "{ca}");
+    device(dir, "dev-1", "c/root", "c", &[]);
+    let dev = ok_verify("c/dev-1_cert.pem", "");
+    assert!(dev.contains("; purpose device"), "{dev}");
+    refused_verify(
+        "c/dev-1_cert.pem",
+        "--purpose ca",
+        &["not a CA: CN=dev-1 has basicConstraints CA:FALSE"],
+    );
+
+    // A proof-of-possession certificate as the docs' openssl recipe makes it (no
+    // extendedKeyUsage) fails the device default, with a hint, and passes as verification.
+    ossl_cert_cn(
+        dir,
+        "pop",
+        "5A1B2C3D",
+        Some("root"),
+        "basicConstraints=critical,CA:FALSE",
+    );
+    refused_verify("pop_cert.pem", "", &["--purpose verification"]);
+    let pop = ok_verify("pop_cert.pem", "--purpose verification");
+    assert!(pop.contains("; purpose verification"), "{pop}");
+    refused_verify(
+        "c/inter_cert.pem",
+        "--purpose verification",
+        &["CA:TRUE on a verification certificate"],
+    );
+    let bad = iotc(
+        dir,
+        &words("cert verify c/dev-1_cert.pem --ca-cert root_cert.pem --purpose server"),
+    );
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("invalid value 'server'") && bad.stderr.contains("verification"),
+        "{}",
+        bad.stderr
     );
 }

@@ -29,158 +29,76 @@ fn check_profiles(key_type: &str) {
     let d = workdir();
     let dir = d.path();
     make_cas(dir, key_type);
-    iotc(
+    device(
         dir,
-        &[
-            "cert",
-            "device",
-            "dev:01",
-            "--ca",
-            "c/inter",
-            "--out",
-            "c",
-            "--key-type",
-            key_type,
-            "--password-file",
-            "pw.txt",
-            "--pfx",
-        ],
-    )
-    .ok();
-    iotc(
+        "dev:01",
+        "c/inter",
+        "c",
+        &["--key-type", key_type, "--password-file", "pw.txt", "--pfx"],
+    );
+    device(
         dir,
-        &[
-            "cert",
-            "device",
-            "rootdev",
-            "--ca",
-            "c/root",
-            "--ca-password-file",
-            "pw.txt",
-            "--out",
-            "c",
-            "--key-type",
-            key_type,
-            "--no-password",
-        ],
-    )
-    .ok();
-    iotc(
+        "rootdev",
+        "c/root",
+        "c",
+        &["--ca-password-file", "pw.txt", "--key-type", key_type],
+    );
+    verification(dir, "C0FFEE00", "c/inter", "c", &["--key-type", key_type]);
+    verification(
         dir,
-        &[
-            "cert",
-            "verification",
-            "C0FFEE00",
-            "--ca",
-            "c/inter",
-            "--out",
-            "c",
-            "--key-type",
-            key_type,
-            "--no-password",
-        ],
-    )
-    .ok();
-    iotc(
-        dir,
-        &[
-            "cert",
-            "verification",
-            "BADC0DE1",
-            "--name",
-            "rootver",
-            "--ca",
-            "c/root",
-            "--ca-password-file",
-            "pw.txt",
-            "--out",
-            "c",
-            "--no-password",
-        ],
-    )
-    .ok();
+        "BADC0DE1",
+        "c/root",
+        "c",
+        &words("--name rootver --ca-password-file pw.txt"),
+    );
 
     // openssl verify: through the intermediate to the root, and with the fullchain file.
     let v = openssl(
         dir,
-        &[
-            "verify",
-            "-CAfile",
-            "c/root_cert.pem",
-            "-untrusted",
-            "c/inter_cert.pem",
-            "c/dev:01_cert.pem",
-        ],
+        &words("verify -CAfile c/root_cert.pem -untrusted c/inter_cert.pem c/dev:01_cert.pem"),
     )
     .ok();
     assert!(v.stdout.contains("c/dev:01_cert.pem: OK"), "{}", v.stdout);
     openssl(
         dir,
-        &[
-            "verify",
-            "-CAfile",
-            "c/root_cert.pem",
-            "-untrusted",
-            "c/dev:01_fullchain.pem",
-            "c/dev:01_cert.pem",
-        ],
+        &words(
+            "verify -CAfile c/root_cert.pem -untrusted c/dev:01_fullchain.pem c/dev:01_cert.pem",
+        ),
     )
     .ok();
     openssl(
         dir,
-        &[
-            "verify",
-            "-CAfile",
-            "c/root_cert.pem",
-            "-untrusted",
-            "c/inter_cert.pem",
-            "c/verification_cert.pem",
-        ],
+        &words(
+            "verify -CAfile c/root_cert.pem -untrusted c/inter_cert.pem c/verification_cert.pem",
+        ),
     )
     .ok();
     openssl(
         dir,
-        &[
-            "verify",
-            "-CAfile",
-            "c/root_cert.pem",
-            "c/rootdev_cert.pem",
-            "c/rootver_cert.pem",
-            "c/inter_cert.pem",
-        ],
+        &words(
+            "verify -CAfile c/root_cert.pem c/rootdev_cert.pem c/rootver_cert.pem c/inter_cert.pem",
+        ),
     )
     .ok();
     // The verification certificate proves possession of the intermediate's key on its own.
     openssl(
         dir,
-        &[
-            "verify",
-            "-partial_chain",
-            "-CAfile",
-            "c/inter_cert.pem",
-            "c/verification_cert.pem",
-        ],
+        &words("verify -partial_chain -CAfile c/inter_cert.pem c/verification_cert.pem"),
     )
     .ok();
     // Client-auth purpose holds for device and verification certificates.
     openssl(
         dir,
-        &[
-            "verify",
-            "-purpose",
-            "sslclient",
-            "-CAfile",
-            "c/root_cert.pem",
-            "-untrusted",
-            "c/inter_cert.pem",
-            "c/dev:01_cert.pem",
-        ],
+        &words(
+            "verify -purpose sslclient -CAfile c/root_cert.pem -untrusted c/inter_cert.pem \
+             c/dev:01_cert.pem",
+        ),
     )
     .ok();
     // Without the intermediate the device does not verify (the check can fail).
     let bad = openssl(
         dir,
-        &["verify", "-CAfile", "c/root_cert.pem", "c/dev:01_cert.pem"],
+        &words("verify -CAfile c/root_cert.pem c/dev:01_cert.pem"),
     );
     assert_ne!(bad.code, 0);
 
@@ -250,12 +168,9 @@ fn check_profiles(key_type: &str) {
         "{t}"
     );
     // Serial: 20 bytes (>= 128 random bits).
-    let serial = openssl(
-        dir,
-        &["x509", "-in", "c/dev:01_cert.pem", "-noout", "-serial"],
-    )
-    .ok()
-    .stdout;
+    let serial = openssl(dir, &words("x509 -in c/dev:01_cert.pem -noout -serial"))
+        .ok()
+        .stdout;
     assert_eq!(
         serial.trim().trim_start_matches("serial=").len(),
         40,
@@ -290,35 +205,18 @@ fn check_profiles(key_type: &str) {
     assert!(key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
     let pubkey = openssl(
         dir,
-        &[
-            "pkey",
-            "-in",
-            "c/dev:01_key.pem",
-            "-passin",
-            "file:pw.txt",
-            "-pubout",
-        ],
+        &words("pkey -in c/dev:01_key.pem -passin file:pw.txt -pubout"),
     )
     .ok()
     .stdout;
-    let cert_pub = openssl(
-        dir,
-        &["x509", "-in", "c/dev:01_cert.pem", "-noout", "-pubkey"],
-    )
-    .ok()
-    .stdout;
+    let cert_pub = openssl(dir, &words("x509 -in c/dev:01_cert.pem -noout -pubkey"))
+        .ok()
+        .stdout;
     assert_eq!(pubkey, cert_pub);
     assert_ne!(
         openssl(
             dir,
-            &[
-                "pkey",
-                "-in",
-                "c/dev:01_key.pem",
-                "-passin",
-                "pass:wrong",
-                "-noout"
-            ]
+            &words("pkey -in c/dev:01_key.pem -passin pass:wrong -noout")
         )
         .code,
         0
@@ -326,14 +224,7 @@ fn check_profiles(key_type: &str) {
     // The root key is encrypted too; the --no-password intermediate key is plain PKCS#8.
     openssl(
         dir,
-        &[
-            "pkey",
-            "-in",
-            "c/root_key.pem",
-            "-passin",
-            "file:pw.txt",
-            "-noout",
-        ],
+        &words("pkey -in c/root_key.pem -passin file:pw.txt -noout"),
     )
     .ok();
     assert!(std::fs::read_to_string(dir.join("c/inter_key.pem"))
@@ -356,14 +247,7 @@ fn check_profiles(key_type: &str) {
     // PKCS#12: opens with the password, holds the key, the device and the intermediate.
     let p12 = openssl(
         dir,
-        &[
-            "pkcs12",
-            "-in",
-            "c/dev:01.pfx",
-            "-passin",
-            "file:pw.txt",
-            "-nokeys",
-        ],
+        &words("pkcs12 -in c/dev:01.pfx -passin file:pw.txt -nokeys"),
     )
     .ok()
     .stdout;
@@ -378,15 +262,7 @@ fn check_profiles(key_type: &str) {
     );
     let p12key = openssl(
         dir,
-        &[
-            "pkcs12",
-            "-in",
-            "c/dev:01.pfx",
-            "-passin",
-            "file:pw.txt",
-            "-nocerts",
-            "-nodes",
-        ],
+        &words("pkcs12 -in c/dev:01.pfx -passin file:pw.txt -nocerts -nodes"),
     )
     .ok()
     .stdout;
@@ -394,14 +270,7 @@ fn check_profiles(key_type: &str) {
     assert_ne!(
         openssl(
             dir,
-            &[
-                "pkcs12",
-                "-in",
-                "c/dev:01.pfx",
-                "-passin",
-                "pass:1234",
-                "-noout"
-            ]
+            &words("pkcs12 -in c/dev:01.pfx -passin pass:1234 -noout")
         )
         .code,
         0
@@ -438,62 +307,12 @@ fn mixed_key_types_chain() {
     // An EC root signing an RSA intermediate signing a P-384 device.
     let d = workdir();
     let dir = d.path();
-    iotc(
-        dir,
-        &[
-            "cert",
-            "root",
-            "--name",
-            "root",
-            "--out",
-            "c",
-            "--no-password",
-        ],
-    )
-    .ok();
-    iotc(
-        dir,
-        &[
-            "cert",
-            "intermediate",
-            "--name",
-            "inter",
-            "--ca",
-            "c/root",
-            "--out",
-            "c",
-            "--key-type",
-            "rsa-2048",
-            "--no-password",
-        ],
-    )
-    .ok();
-    iotc(
-        dir,
-        &[
-            "cert",
-            "device",
-            "d-1",
-            "--ca",
-            "c/inter",
-            "--out",
-            "c",
-            "--key-type",
-            "ec-p384",
-            "--no-password",
-        ],
-    )
-    .ok();
+    root(dir, "root", "c", &[]);
+    intermediate(dir, "inter", "c/root", "c", &["--key-type", "rsa-2048"]);
+    device(dir, "d-1", "c/inter", "c", &["--key-type", "ec-p384"]);
     openssl(
         dir,
-        &[
-            "verify",
-            "-CAfile",
-            "c/root_cert.pem",
-            "-untrusted",
-            "c/d-1_fullchain.pem",
-            "c/d-1_cert.pem",
-        ],
+        &words("verify -CAfile c/root_cert.pem -untrusted c/d-1_fullchain.pem c/d-1_cert.pem"),
     )
     .ok();
 }
@@ -503,23 +322,13 @@ fn bulk_devices_all_verify_and_thumbprints_match_openssl() {
     let d = workdir();
     let dir = d.path();
     make_cas(dir, "ec-p256");
-    let r = iotc(
+    let r = device(
         dir,
-        &[
-            "cert",
-            "device",
-            "--count",
-            "40",
-            "--prefix",
-            "line1-",
-            "--ca",
-            "c/inter",
-            "--out",
-            "devs",
-            "--no-password",
-        ],
-    )
-    .ok();
+        "",
+        "c/inter",
+        "devs",
+        &words("--count 40 --prefix line1-"),
+    );
     // No progress bar when stderr is not a terminal.
     assert_eq!(r.stderr, "");
     assert!(
@@ -555,32 +364,16 @@ fn bulk_devices_all_verify_and_thumbprints_match_openssl() {
     assert_eq!(serials.len(), 40);
     // --ids file, with comments; ids kept verbatim.
     std::fs::write(dir.join("ids.txt"), "# line 2\nA:b.c_d-1\n\nzz-9\n").unwrap();
-    iotc(
+    device(
         dir,
-        &[
-            "cert",
-            "device",
-            "--ids",
-            "ids.txt",
-            "--ca",
-            "c/inter",
-            "--out",
-            "devs2",
-            "--no-password",
-            "--threads",
-            "1",
-        ],
-    )
-    .ok();
+        "",
+        "c/inter",
+        "devs2",
+        &words("--ids ids.txt --threads 1"),
+    );
     let t = openssl(
         dir,
-        &[
-            "x509",
-            "-in",
-            "devs2/A:b.c_d-1_cert.pem",
-            "-noout",
-            "-subject",
-        ],
+        &words("x509 -in devs2/A:b.c_d-1_cert.pem -noout -subject"),
     )
     .ok()
     .stdout;
@@ -608,32 +401,8 @@ fn signed_csr_keeps_the_device_key_and_verifies() {
     let d = workdir();
     let dir = d.path();
     make_cas(dir, "ec-p256");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "dev.key",
-            "-subj",
-            "/CN=csr-dev:01",
-            "-out",
-            "dev.csr",
-        ],
-    )
-    .ok();
-    iotc(
-        dir,
-        &[
-            "cert", "sign-csr", "dev.csr", "--ca", "c/inter", "--out", "out",
-        ],
-    )
-    .ok();
+    ossl_csr(dir, "dev.key", "csr-dev:01", "dev.csr");
+    iotc(dir, &words("cert sign-csr dev.csr --ca c/inter --out out")).ok();
     assert_eq!(
         listing(&dir.join("out")),
         vec![
@@ -643,28 +412,16 @@ fn signed_csr_keeps_the_device_key_and_verifies() {
     );
     openssl(
         dir,
-        &[
-            "verify",
-            "-CAfile",
-            "c/root_cert.pem",
-            "-untrusted",
-            "out/csr-dev:01_fullchain.pem",
-            "out/csr-dev:01_cert.pem",
-        ],
+        &words(
+            "verify -CAfile c/root_cert.pem -untrusted out/csr-dev:01_fullchain.pem \
+             out/csr-dev:01_cert.pem",
+        ),
     )
     .ok();
-    let a = openssl(dir, &["pkey", "-in", "dev.key", "-pubout"])
-        .ok()
-        .stdout;
+    let a = openssl(dir, &words("pkey -in dev.key -pubout")).ok().stdout;
     let b = openssl(
         dir,
-        &[
-            "x509",
-            "-in",
-            "out/csr-dev:01_cert.pem",
-            "-noout",
-            "-pubkey",
-        ],
+        &words("x509 -in out/csr-dev:01_cert.pem -noout -pubkey"),
     )
     .ok()
     .stdout;
@@ -677,30 +434,13 @@ fn signed_csr_keeps_the_device_key_and_verifies() {
     // RSA CSR (DER) gets keyEncipherment.
     openssl(
         dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "r.key",
-            "-subj",
-            "/CN=rsa-dev",
-            "-outform",
-            "DER",
-            "-out",
-            "r.csr",
-        ],
+        &words(
+            "req -new -newkey rsa:2048 -nodes -keyout r.key -subj /CN=rsa-dev \
+             -outform DER -out r.csr",
+        ),
     )
     .ok();
-    iotc(
-        dir,
-        &[
-            "cert", "sign-csr", "r.csr", "--ca", "c/inter", "--out", "out",
-        ],
-    )
-    .ok();
+    iotc(dir, &words("cert sign-csr r.csr --ca c/inter --out out")).ok();
     let t = text(dir, "out/rsa-dev_cert.pem");
     assert_eq!(
         ext_block(&t, "X509v3 Key Usage:"),
@@ -712,24 +452,12 @@ fn signed_csr_keeps_the_device_key_and_verifies() {
 fn base64_is_the_pem_file_and_inspect_lists_extensions() {
     let d = workdir();
     let dir = d.path();
-    iotc(
-        dir,
-        &[
-            "cert",
-            "root",
-            "--name",
-            "root",
-            "--out",
-            "c",
-            "--no-password",
-        ],
-    )
-    .ok();
+    root(dir, "root", "c", &[]);
     let s = iotc(dir, &["cert", "base64", "c/root_cert.pem"])
         .ok()
         .stdout;
     // Same as the docs' convert.js: base64 of the file bytes.
-    let via_openssl = openssl(dir, &["base64", "-A", "-in", "c/root_cert.pem"])
+    let via_openssl = openssl(dir, &words("base64 -A -in c/root_cert.pem"))
         .ok()
         .stdout;
     assert_eq!(s.trim(), via_openssl.trim());
@@ -750,18 +478,10 @@ fn base64_is_the_pem_file_and_inspect_lists_extensions() {
     // DER input works for inspect.
     openssl(
         dir,
-        &[
-            "x509",
-            "-in",
-            "c/root_cert.pem",
-            "-outform",
-            "DER",
-            "-out",
-            "root.der",
-        ],
+        &words("x509 -in c/root_cert.pem -outform DER -out root.der"),
     )
     .ok();
-    let der = iotc(dir, &["cert", "inspect", "root.der", "--json"])
+    let der = iotc(dir, &words("cert inspect root.der --json"))
         .ok()
         .stdout;
     assert!(der.contains("\"subject\": \"CN=root\""));

@@ -1,5 +1,5 @@
 //! A second verifier in Rust: rustls-webpki (aws-lc-rs) path building with the client-auth
-//! (or server-auth) usage, plus x509-parser (ring) signature checks, over certificates made
+//! (or server-auth) usage, plus x509-parser (aws-lc-rs) signature checks, over certificates made
 //! by the library and by the real CLI, for every key type.
 
 mod common_cert;

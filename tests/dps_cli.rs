@@ -1,4 +1,7 @@
-//! `iotc dps derive-key` and `iotc dps register` argument handling, through the real binary.
+//! `iotc dps derive-key` and `iotc dps register` through the real binary: argument handling,
+//! and registrations against the real emulator over TLS on loopback.
+
+mod common_dps;
 
 use assert_cmd::Command;
 use predicates::prelude::*;
@@ -121,4 +124,95 @@ fn register_reports_an_unreachable_endpoint_without_leaking_the_key() {
         .stderr(predicate::str::contains("failed to get an answer"))
         .stderr(predicate::str::contains(GROUP_KEY).not())
         .stderr(predicate::str::contains("SharedAccessSignature").not());
+}
+
+/// Runs the real binary off the async workers (the emulator in this process keeps serving).
+async fn run_iotc(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_iotc"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_with_the_leaf_alone_is_told_the_chain_is_incomplete() {
+    let env = common_dps::start().await;
+    let root = common_dps::root();
+    env.verified_group("cli-group", &root).await;
+    let inter = root
+        .issue_intermediate(&iotc::cert::CaOptions::default())
+        .unwrap();
+    let dev = common_dps::device(&inter, "cli-dev-1");
+    let files = tempfile::tempdir().unwrap();
+    let written = iotc::cert::write_bundle(
+        files.path(),
+        "cli-dev-1",
+        &dev,
+        &iotc::cert::WriteOptions::default(),
+    )
+    .unwrap();
+    let info = env.emu.info();
+    let register = |cert: &std::path::Path, output: &str| -> Vec<String> {
+        [
+            "--ca-file",
+            &info.ca_cert.display().to_string(),
+            "--output",
+            output,
+            "dps",
+            "register",
+            "--id-scope",
+            &info.id_scope,
+            "--registration-id",
+            "cli-dev-1",
+            "--cert",
+            &cert.display().to_string(),
+            "--key",
+            &written.key.as_ref().unwrap().display().to_string(),
+            "--endpoint",
+            &info.dps_endpoint,
+            "--deadline",
+            "20",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    // The leaf alone: the service's refusal, surfaced whole, exit 2, nothing on stdout.
+    let out = run_iotc(register(&written.cert, "table")).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr.contains("HTTP 401, errorCode 401002"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the chain is incomplete: the leaf's issuer \"{}\" is not in the presented chain",
+            inter.subject()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("present the full chain (leaf + intermediates"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("trackingId"), "{stderr}");
+    assert!(env.central.get_device("cli-dev-1").await.is_err());
+    // The full chain registers; --output json answers one JSON document.
+    let out = run_iotc(register(written.fullchain.as_ref().unwrap(), "json")).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["deviceId"], "cli-dev-1");
+    assert_eq!(v["status"], "assigned");
+    env.emu.shutdown().await;
 }

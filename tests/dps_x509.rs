@@ -1,10 +1,13 @@
 //! DPS X.509 registration over real TLS on loopback, against the real emulator, with
-//! certificates from our cert module: every acceptance and every refusal of issue 4.
+//! certificates from our cert module (and, for leaves our module will not make, from the
+//! openssl CLI): every acceptance and every refusal of issues 4 and 11.
 
+mod common_cert;
 mod common_dps;
 
+use common_cert::{leaf_ext, ossl_cert_cn};
 use common_dps::*;
-use iotc::cert::{CaOptions, LeafOptions};
+use iotc::cert::{CaOptions, LeafOptions, WriteOptions};
 use iotc::dps::{DpsError, EnrollmentStatus};
 use time::{Duration, OffsetDateTime};
 
@@ -114,13 +117,95 @@ async fn intermediate_signed_device_needs_its_chain_in_the_handshake() {
         iotc::cert::sha1_thumbprint(root.cert_der())
     );
 
-    // The leaf alone does not lead anywhere.
-    let err = env
-        .x509_client(vec![dev.cert_der.clone()], &key_der(&dev))
-        .register(&rid("dev-int-1"), None)
+    // The leaf alone: told that the chain is incomplete, with the missing issuer named.
+    let msg = refusal(
+        env.x509_client(vec![dev.cert_der.clone()], &key_der(&dev))
+            .register(&rid("dev-int-1"), None)
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        msg.starts_with(&format!(
+            "the chain is incomplete: the leaf's issuer \"{}\" is not in the presented chain",
+            inter.subject()
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("present the full chain (leaf + intermediates"),
+        "{msg}"
+    );
+    // A deeper chain cut in the middle names the certificate whose issuer is missing.
+    let tall = iotc::cert::Authority::new_root(&CaOptions {
+        cn: Some("tall root".into()),
+        path_len: Some(2),
+        ..CaOptions::default()
+    })
+    .unwrap();
+    env.verified_group("factory-tall", &tall).await;
+    let mid = tall
+        .issue_intermediate(&CaOptions {
+            cn: Some("mid CA".into()),
+            path_len: Some(1),
+            ..CaOptions::default()
+        })
+        .unwrap();
+    let low = mid
+        .issue_intermediate(&CaOptions {
+            cn: Some("low CA".into()),
+            ..CaOptions::default()
+        })
+        .unwrap();
+    let deep = device(&low, "dev-int-3");
+    let msg = refusal(
+        env.x509_client(
+            vec![deep.cert_der.clone(), low.cert_der().to_vec()],
+            &key_der(&deep),
+        )
+        .register(&rid("dev-int-3"), None)
         .await
-        .unwrap_err();
-    assert!(refusal(err).starts_with("foreign CA"));
+        .unwrap_err(),
+    );
+    assert!(
+        msg.starts_with("the chain is incomplete: the issuer of \"CN=low CA\" \"CN=mid CA\""),
+        "{msg}"
+    );
+    // Complete, it registers.
+    env.x509_client(
+        vec![
+            deep.cert_der.clone(),
+            low.cert_der().to_vec(),
+            mid.cert_der().to_vec(),
+        ],
+        &key_der(&deep),
+    )
+    .register(&rid("dev-int-3"), None)
+    .await
+    .unwrap();
+    // A root no group holds is foreign, not incomplete.
+    let stranger = iotc::cert::Authority::new_root(&CaOptions {
+        cn: Some("stranger root".into()),
+        ..CaOptions::default()
+    })
+    .unwrap();
+    let lost = device(&stranger, "dev-lost");
+    let msg = refusal(
+        env.device_client(&lost)
+            .register(&rid("dev-lost"), None)
+            .await
+            .unwrap_err(),
+    );
+    assert!(msg.starts_with("the chain is incomplete"), "{msg}");
+    let msg = refusal(
+        env.x509_client(
+            vec![lost.cert_der.clone(), stranger.cert_der().to_vec()],
+            &key_der(&lost),
+        )
+        .register(&rid("dev-lost"), None)
+        .await
+        .unwrap_err(),
+    );
+    assert!(msg.starts_with("foreign CA"), "{msg}");
     env.emu.shutdown().await;
 }
 
@@ -403,5 +488,119 @@ async fn registrations_survive_an_emulator_restart() {
     let again = client.register(&rid("durable-1"), None).await.unwrap();
     assert_eq!(again.device_id.as_deref(), Some("durable-1"));
     assert_eq!(again.created_date_time_utc, first.created_date_time_utc);
+    env.emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaves_that_are_not_device_certificates_are_refused_naming_each_reason() {
+    let env = start().await;
+    let root = root();
+    env.verified_group("factory-p", &root).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    iotc::cert::write_bundle(d, "root", root.issued(), &WriteOptions::default()).unwrap();
+    let pem = |name: &str, part: &str| std::fs::read(d.join(format!("{name}_{part}.pem"))).unwrap();
+    // (registration id, CN, extensions, what the refusal must say)
+    let cases = [
+        (
+            "dev-srv",
+            "dev-srv",
+            leaf_ext(false, "digitalSignature", "serverAuth"),
+            "extendedKeyUsage lacks clientAuth: CN=dev-srv has extendedKeyUsage serverAuth",
+        ),
+        (
+            "dev-noeku",
+            "dev-noeku",
+            leaf_ext(false, "digitalSignature", ""),
+            "CN=dev-noeku has no extendedKeyUsage extension",
+        ),
+        (
+            "dev-ca",
+            "dev-ca",
+            leaf_ext(true, "digitalSignature,keyCertSign", "clientAuth"),
+            "CA:TRUE on a device certificate: CN=dev-ca",
+        ),
+        (
+            "dev-ka",
+            "dev-ka",
+            leaf_ext(false, "keyAgreement", "clientAuth"),
+            "keyUsage lacks digitalSignature: CN=dev-ka has keyUsage keyAgreement",
+        ),
+        (
+            "dev-sp",
+            "dev 01",
+            leaf_ext(false, "digitalSignature", "clientAuth"),
+            "CN not a valid registration id: \"dev 01\": character ' ' is not allowed",
+        ),
+    ];
+    for (id, cn, ext, needle) in &cases {
+        ossl_cert_cn(d, id, cn, Some("root"), ext);
+        let msg = refusal(
+            env.pem_client(&pem(id, "cert"), &pem(id, "key"))
+                .register(&rid(id), None)
+                .await
+                .unwrap_err(),
+        );
+        assert!(msg.starts_with("not a device certificate: "), "{id}: {msg}");
+        assert!(msg.contains(needle), "{id}: {needle:?} not in {msg:?}");
+        assert!(
+            env.central.get_device(id).await.is_err(),
+            "{id} was created"
+        );
+    }
+    // Same CA, same tool, the device profile: it registers, so only the purpose was wrong.
+    ossl_cert_cn(
+        d,
+        "dev-good",
+        "dev-good",
+        Some("root"),
+        &leaf_ext(false, "digitalSignature", "clientAuth"),
+    );
+    env.pem_client(&pem("dev-good", "cert"), &pem("dev-good", "key"))
+        .register(&rid("dev-good"), None)
+        .await
+        .unwrap();
+
+    // An individual enrollment holds its device to the same rules.
+    ossl_cert_cn(
+        d,
+        "solo-srv",
+        "solo-srv",
+        None,
+        &leaf_ext(false, "digitalSignature", "serverAuth"),
+    );
+    env.central
+        .create_device("solo-srv", &iotc::central::models::Device::default())
+        .await
+        .unwrap();
+    env.central
+        .set_device_attestation(
+            "solo-srv",
+            &iotc::central::models::Attestation::X509 {
+                x509: iotc::central::models::X509 {
+                    client_certificates: Some(iotc::central::models::X509Certificates {
+                        primary: iotc::central::models::X509Certificate {
+                            certificate: Some(iotc::cert::certificate_string(
+                                &String::from_utf8(pem("solo-srv", "cert")).unwrap(),
+                            )),
+                            info: None,
+                        },
+                        secondary: None,
+                    }),
+                },
+            },
+        )
+        .await
+        .unwrap();
+    let msg = refusal(
+        env.pem_client(&pem("solo-srv", "cert"), &pem("solo-srv", "key"))
+            .register(&rid("solo-srv"), None)
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        msg.starts_with("not a device certificate: extendedKeyUsage lacks clientAuth"),
+        "{msg}"
+    );
     env.emu.shutdown().await;
 }

@@ -1,13 +1,15 @@
 //! The errors of the cert module, one enum per boundary.
 //!
-//! [`CertError`] covers making, loading and writing certificates; [`ChainError`] covers chain
-//! validation, where the reason (expired, wrong issuer, issuer not a CA, ...) *is* the answer
-//! the caller wants. Every message names the certificate or file concerned and fits on one
+//! [`CertError`] covers making, loading and writing certificates; [`ChainError`] covers
+//! verification (the chain, and the purpose of the certificate), where the reason (expired,
+//! wrong issuer, issuer not a CA, extendedKeyUsage lacks clientAuth, ...) *is* the answer the
+//! caller wants; [`ChainError::code`] names each reason for scripts. Every message names the certificate or file concerned and fits on one
 //! line; no message ever contains key material or a password.
 
 use std::path::PathBuf;
 
 use super::key::KeyType;
+use super::purpose::Purpose;
 
 /// Why making, loading or writing a certificate failed.
 #[non_exhaustive]
@@ -174,7 +176,8 @@ pub enum CertError {
     },
 }
 
-/// Why a certificate chain is not valid. Each variant names the certificate concerned.
+/// Why a certificate is not valid: its chain, or its fitness for a [`Purpose`]. Each variant
+/// names the certificate concerned.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
@@ -253,4 +256,86 @@ pub enum ChainError {
         /// The limit.
         max: usize,
     },
+    /// A device or verification certificate says CA:TRUE.
+    #[error("CA:TRUE on a {purpose} certificate: {subject} has basicConstraints CA:TRUE, but a {purpose} certificate is an end entity (CA:FALSE)")]
+    CaOnEndEntity {
+        /// The certificate.
+        subject: String,
+        /// The purpose it was checked for.
+        purpose: Purpose,
+    },
+    /// A device certificate whose extendedKeyUsage does not allow TLS client authentication.
+    #[error("extendedKeyUsage lacks clientAuth: {subject} has {found}; a device authenticates to DPS as a TLS client and needs clientAuth (1.3.6.1.5.5.7.3.2)")]
+    NoClientAuth {
+        /// The certificate.
+        subject: String,
+        /// What it has instead ("extendedKeyUsage serverAuth", "no extendedKeyUsage").
+        found: String,
+    },
+    /// A device certificate whose keyUsage does not allow signatures.
+    #[error("keyUsage lacks digitalSignature: {subject} has keyUsage {found}; the device key signs the TLS handshake and needs digitalSignature")]
+    NoDigitalSignature {
+        /// The certificate.
+        subject: String,
+        /// The keyUsage bits it has.
+        found: String,
+    },
+    /// A device or verification certificate without a subject CN.
+    #[error("no common name: {subject} has no CN, but a {purpose} certificate's CN is its {}", purpose.cn_role())]
+    NoCommonName {
+        /// The certificate.
+        subject: String,
+        /// The purpose it was checked for.
+        purpose: Purpose,
+    },
+    /// A device certificate whose CN cannot be a registration id (DPS takes the CN as the
+    /// registration id, so such a device can never register).
+    #[error("CN not a valid registration id: {cn:?}: {reason}")]
+    CnNotRegistrationId {
+        /// The CN.
+        cn: String,
+        /// The rule it breaks.
+        reason: String,
+    },
+    /// A verification certificate whose CN cannot be a verification code.
+    #[error("CN not a verification code: {cn:?}: {reason}")]
+    CnNotVerificationCode {
+        /// The CN.
+        cn: String,
+        /// The rule it breaks.
+        reason: String,
+    },
+    /// A certificate checked as a CA cannot issue certificates.
+    #[error("not a CA: {subject} {reason}")]
+    NotCa {
+        /// The certificate.
+        subject: String,
+        /// What it lacks (CA:TRUE, keyCertSign).
+        reason: String,
+    },
+}
+
+impl ChainError {
+    /// A stable camelCase name of the reason, for `--output json` and scripts
+    /// (`expired`, `unknownIssuer`, `noClientAuth`, ...).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ChainError::Parse { .. } => "parse",
+            ChainError::Expired { .. } => "expired",
+            ChainError::NotYetValid { .. } => "notYetValid",
+            ChainError::UnknownIssuer { .. } => "unknownIssuer",
+            ChainError::WrongIssuer { .. } => "wrongIssuer",
+            ChainError::IssuerNotCa { .. } => "issuerNotCa",
+            ChainError::BadSignature { .. } => "badSignature",
+            ChainError::PathLenExceeded { .. } => "pathLenExceeded",
+            ChainError::TooLong { .. } => "tooLong",
+            ChainError::CaOnEndEntity { .. } => "caOnEndEntity",
+            ChainError::NoClientAuth { .. } => "noClientAuth",
+            ChainError::NoDigitalSignature { .. } => "noDigitalSignature",
+            ChainError::NoCommonName { .. } => "noCommonName",
+            ChainError::CnNotRegistrationId { .. } => "cnNotRegistrationId",
+            ChainError::CnNotVerificationCode { .. } => "cnNotVerificationCode",
+            ChainError::NotCa { .. } => "notCa",
+        }
+    }
 }

@@ -185,6 +185,46 @@ fn general_name(g: &GeneralName<'_>) -> String {
     }
 }
 
+/// The keyUsage bits that are set, by their RFC 5280 names, comma-separated.
+pub(crate) fn key_usage_names(ku: &x509_parser::extensions::KeyUsage) -> String {
+    [
+        (ku.digital_signature(), "digitalSignature"),
+        (ku.non_repudiation(), "nonRepudiation"),
+        (ku.key_encipherment(), "keyEncipherment"),
+        (ku.data_encipherment(), "dataEncipherment"),
+        (ku.key_agreement(), "keyAgreement"),
+        (ku.key_cert_sign(), "keyCertSign"),
+        (ku.crl_sign(), "cRLSign"),
+        (ku.encipher_only(), "encipherOnly"),
+        (ku.decipher_only(), "decipherOnly"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| *n)
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+/// The extendedKeyUsage purposes, by name (unknown ones as dotted OIDs), comma-separated.
+pub(crate) fn eku_names(eku: &x509_parser::extensions::ExtendedKeyUsage<'_>) -> String {
+    let mut v = Vec::new();
+    for (on, n) in [
+        (eku.any, "anyExtendedKeyUsage"),
+        (eku.server_auth, "serverAuth"),
+        (eku.client_auth, "clientAuth"),
+        (eku.code_signing, "codeSigning"),
+        (eku.email_protection, "emailProtection"),
+        (eku.time_stamping, "timeStamping"),
+        (eku.ocsp_signing, "OCSPSigning"),
+    ] {
+        if on {
+            v.push(n.to_owned());
+        }
+    }
+    v.extend(eku.other.iter().map(|o| o.to_id_string()));
+    v.join(", ")
+}
+
 fn extension_value(ext: &x509_parser::extensions::X509Extension<'_>) -> String {
     match ext.parsed_extension() {
         ParsedExtension::BasicConstraints(bc) => match (bc.ca, bc.path_len_constraint) {
@@ -192,43 +232,8 @@ fn extension_value(ext: &x509_parser::extensions::X509Extension<'_>) -> String {
             (true, None) => "CA:TRUE".into(),
             (false, _) => "CA:FALSE".into(),
         },
-        ParsedExtension::KeyUsage(ku) => {
-            let names = [
-                (ku.digital_signature(), "digitalSignature"),
-                (ku.non_repudiation(), "nonRepudiation"),
-                (ku.key_encipherment(), "keyEncipherment"),
-                (ku.data_encipherment(), "dataEncipherment"),
-                (ku.key_agreement(), "keyAgreement"),
-                (ku.key_cert_sign(), "keyCertSign"),
-                (ku.crl_sign(), "cRLSign"),
-                (ku.encipher_only(), "encipherOnly"),
-                (ku.decipher_only(), "decipherOnly"),
-            ];
-            names
-                .iter()
-                .filter(|(on, _)| *on)
-                .map(|(_, n)| *n)
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-        ParsedExtension::ExtendedKeyUsage(eku) => {
-            let mut v = Vec::new();
-            for (on, n) in [
-                (eku.any, "anyExtendedKeyUsage"),
-                (eku.server_auth, "serverAuth"),
-                (eku.client_auth, "clientAuth"),
-                (eku.code_signing, "codeSigning"),
-                (eku.email_protection, "emailProtection"),
-                (eku.time_stamping, "timeStamping"),
-                (eku.ocsp_signing, "OCSPSigning"),
-            ] {
-                if on {
-                    v.push(n.to_owned());
-                }
-            }
-            v.extend(eku.other.iter().map(|o| o.to_id_string()));
-            v.join(", ")
-        }
+        ParsedExtension::KeyUsage(ku) => key_usage_names(ku),
+        ParsedExtension::ExtendedKeyUsage(eku) => eku_names(eku),
         ParsedExtension::SubjectKeyIdentifier(k) => hex_upper(k.0),
         ParsedExtension::AuthorityKeyIdentifier(a) => match &a.key_identifier {
             Some(k) => format!("keyid:{}", hex_upper(k.0)),

@@ -3,9 +3,10 @@
 //! This module replaces the docs' `create_test_cert.js` and `certGen.sh`: it makes root and
 //! intermediate CAs, device and verification (proof-of-possession) certificates and TLS server
 //! certificates with the profiles of DESIGN.md ([`profile`]), signs CSRs, reads and describes
-//! certificates ([`inspect`]), validates chains ([`verify_chain`]) and writes bundles as PEM,
-//! encrypted PKCS#8 and PKCS#12 ([`write_bundle`]). It is synchronous and has no I/O except
-//! [`Authority::load`] and [`write_bundle`].
+//! certificates ([`inspect`]), validates chains ([`verify_chain`]) and what a certificate is
+//! good for ([`check_purpose`]), and writes bundles as PEM, encrypted PKCS#8 and PKCS#12
+//! ([`write_bundle`]). It is synchronous and has no I/O except [`Authority::load`] and
+//! [`write_bundle`].
 //!
 //! ```
 //! use iotc::cert::{Authority, CaOptions, LeafOptions, KeyType};
@@ -27,6 +28,7 @@ mod error;
 mod inspect;
 mod key;
 pub mod profile;
+mod purpose;
 mod verify;
 mod write;
 
@@ -38,6 +40,7 @@ pub use inspect::{
 };
 pub use key::{KeyType, PrivateKey, UnknownKeyType, DEFAULT_KDF_ITERATIONS};
 pub use profile::{CaOptions, LeafOptions};
+pub use purpose::{check_purpose, Purpose, UnknownPurpose};
 pub use verify::{verify_chain, verify_signed_by, ChainPath, MAX_CHAIN};
 pub use write::{
     bundle_paths, check_bundle_name, pkcs12, write_bundle, WriteOptions, WrittenFiles,

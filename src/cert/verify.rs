@@ -6,7 +6,8 @@
 //! its key must verify the signature. Anchors may be intermediates (an IoT Central enrollment
 //! group can hold a verified intermediate): the path is complete as soon as it reaches a
 //! certificate byte-equal to an anchor or signed by one. Signatures are checked by
-//! x509-parser (ring); the tests cross-check with openssl and rustls-webpki.
+//! x509-parser on aws-lc-rs (its `verify-aws` feature: the build's one crypto backend); the
+//! tests cross-check with openssl and rustls-webpki.
 
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
@@ -14,6 +15,7 @@ use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 
 use super::profile::rfc3339;
+use super::purpose::ca_defect;
 use super::ChainError;
 
 /// The longest chain we follow.
@@ -73,38 +75,20 @@ fn akid<'a>(c: &X509Certificate<'a>) -> Option<&'a [u8]> {
         })
 }
 
-/// Checks that `issuer` can issue certificates (CA:TRUE; keyCertSign when keyUsage present).
+/// Checks that `issuer` can issue certificates (CA:TRUE; keyCertSign when keyUsage present)
+/// and returns its pathLenConstraint.
 fn check_is_ca(issuer: &X509Certificate<'_>) -> Result<Option<u32>, ChainError> {
-    let subject = issuer.subject().to_string();
-    let bc = issuer
+    if let Some(reason) = ca_defect(issuer) {
+        return Err(ChainError::IssuerNotCa {
+            subject: issuer.subject().to_string(),
+            reason: reason.into(),
+        });
+    }
+    Ok(issuer
         .basic_constraints()
         .ok()
         .flatten()
-        .map(|e| e.value.clone());
-    let path_len = match bc {
-        Some(bc) if bc.ca => bc.path_len_constraint,
-        Some(_) => {
-            return Err(ChainError::IssuerNotCa {
-                subject,
-                reason: "has basicConstraints CA:FALSE".into(),
-            })
-        }
-        None => {
-            return Err(ChainError::IssuerNotCa {
-                subject,
-                reason: "has no basicConstraints CA:TRUE".into(),
-            })
-        }
-    };
-    if let Ok(Some(ku)) = issuer.key_usage() {
-        if !ku.value.key_cert_sign() {
-            return Err(ChainError::IssuerNotCa {
-                subject,
-                reason: "has a keyUsage without keyCertSign".into(),
-            });
-        }
-    }
-    Ok(path_len)
+        .and_then(|bc| bc.value.path_len_constraint))
 }
 
 /// Checks that `cert` names `issuer` as issuer and carries its signature (no CA checks).

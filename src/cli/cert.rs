@@ -14,12 +14,14 @@ use clap::{ArgGroup, Args, Subcommand};
 use rayon::prelude::*;
 use time::OffsetDateTime;
 
+use super::output::OutputFormat;
 use super::{CliError, CliResult, EXIT_OK, EXIT_PARTIAL};
 
 mod bench;
 use crate::cert::{
-    self, bundle_paths, check_bundle_name, inspect, read_certs, verify_chain, write_bundle,
-    Authority, CaOptions, CertInfo, Issued, KeyType, LeafOptions, WriteOptions, WrittenFiles,
+    self, bundle_paths, check_bundle_name, check_purpose, inspect, read_certs, verify_chain,
+    write_bundle, Authority, CaOptions, CertInfo, ChainError, Issued, KeyType, LeafOptions,
+    Purpose, WriteOptions, WrittenFiles,
 };
 use crate::ids::RegistrationId;
 use crate::secret::Secret;
@@ -84,18 +86,28 @@ pub enum CertCommand {
     SignCsr(SignCsrArgs),
     /// Show subject, issuer, serial, validity, key type, extensions and thumbprints.
     #[command(
-        after_help = "Example:\n  iotc cert inspect certs/dev-01_cert.pem\n  iotc cert inspect certs/dev-01_fullchain.pem --json\n\n\
-        Thumbprints are uppercase hex without colons: SHA-1 (what IoT Central and DPS show) and SHA-256."
+        after_help = "Example:\n  iotc cert inspect certs/dev-01_cert.pem\n  iotc --output json cert inspect certs/dev-01_fullchain.pem\n\n\
+        Thumbprints are uppercase hex without colons: SHA-1 (what IoT Central and DPS show) and SHA-256.\n\
+        JSON (--output json or --json): an array, one object per certificate in the file."
     )]
     Inspect(InspectArgs),
-    /// Validate a certificate chain up to a trusted CA; a failure names its reason.
+    /// Validate a certificate: its chain up to a trusted CA and its purpose; each failure is named.
     #[command(
-        after_help = "Example:\n  iotc cert verify certs/dev-01_fullchain.pem --ca-cert certs/root_cert.pem\n  \
+        after_help = "Examples:\n  iotc cert verify certs/dev-01_fullchain.pem --ca-cert certs/root_cert.pem\n  \
         iotc cert verify certs/dev-01_cert.pem --ca-cert certs/root_cert.pem --untrusted certs/inter_cert.pem\n  \
-        iotc cert verify certs/dev-01_cert.pem --ca-cert certs/inter_cert.pem   # a verified intermediate\n\n\
+        iotc cert verify certs/dev-01_cert.pem --ca-cert certs/inter_cert.pem   # a verified intermediate\n  \
+        iotc cert verify certs/verification_cert.pem --ca-cert certs/inter_cert.pem --purpose verification\n  \
+        iotc --output json cert verify certs/inter_cert.pem --ca-cert certs/root_cert.pem\n\n\
         The first certificate of FILE is the leaf; the others (and --untrusted) may be used as intermediates.\n\
-        Reasons: certificate expired, not yet valid, unknown/wrong issuer, issuer not a CA (no CA:TRUE or no\n\
-        keyCertSign), bad signature, path length exceeded."
+        Purpose: without --purpose, a certificate with basicConstraints CA:TRUE is checked as `ca` and any\n\
+        other as `device` (give --purpose verification for a proof-of-possession certificate).\n\
+        Chain reasons: certificate expired, not yet valid, unknown/wrong issuer, issuer not a CA (no CA:TRUE\n\
+        or no keyCertSign), bad signature, path length exceeded.\n\
+        Purpose reasons: CA:TRUE on a device/verification certificate, extendedKeyUsage lacks clientAuth,\n\
+        keyUsage lacks digitalSignature, no common name, CN not a valid registration id (the rule it\n\
+        breaks is named), CN not a verification code, not a CA.\n\
+        Every failure is listed; exit code 2. JSON (--output json): {file, valid, purpose, purposeSource,\n\
+        path, failures: [{reason, message}]} on stdout, the error line on stderr."
     )]
     Verify(VerifyArgs),
     /// Print the certificate string IoT Central's certificate APIs expect (base64 of the PEM file).
@@ -103,7 +115,8 @@ pub enum CertCommand {
         name = "base64",
         after_help = "Example:\n  iotc cert base64 certs/root_cert.pem\n\n\
         Replaces the docs' convert.js: prints base64 of the PEM file's bytes, the form the docs send\n\
-        in enrollmentGroups/{id}/certificates/{entry} and .../verify. A DER file is encoded as DER."
+        in enrollmentGroups/{id}/certificates/{entry} and .../verify. A DER file is encoded as DER.\n\
+        JSON (--output json): {\"file\": ..., \"certificate\": \"<the string>\"}."
     )]
     Base64(Base64Args),
     /// Measure certificate throughput (in memory, written to disk, encrypted) against the openssl CLI.
@@ -154,7 +167,7 @@ pub struct OutputArgs {
     /// PBKDF2 iterations of the encrypted key.
     #[arg(long, value_name = "N", default_value_t = cert::DEFAULT_KDF_ITERATIONS)]
     pub kdf_iterations: u32,
-    /// Print the result as JSON.
+    /// Print the result as JSON (the same as the global --output json).
     #[arg(long)]
     pub json: bool,
 }
@@ -284,7 +297,7 @@ pub struct SignCsrArgs {
     /// Overwrite existing files.
     #[arg(long)]
     pub force: bool,
-    /// Print the result as JSON.
+    /// Print the result as JSON (the same as the global --output json).
     #[arg(long)]
     pub json: bool,
 }
@@ -294,7 +307,7 @@ pub struct SignCsrArgs {
 pub struct InspectArgs {
     /// A certificate file: PEM (every certificate in it) or DER.
     pub file: PathBuf,
-    /// Print JSON (an array, one object per certificate).
+    /// Print JSON, an array with one object per certificate (the same as --output json).
     #[arg(long)]
     pub json: bool,
 }
@@ -313,6 +326,27 @@ pub struct VerifyArgs {
     /// Check at this time (RFC 3339) instead of now.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub at: Option<OffsetDateTime>,
+    /// What the certificate must be good for (default: `ca` for a CA:TRUE certificate, else
+    /// `device`).
+    #[arg(long, value_enum, value_name = "PURPOSE")]
+    pub purpose: Option<Purpose>,
+}
+
+/// `--purpose` values, with the rules each one checks in `--help`.
+impl clap::ValueEnum for Purpose {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Purpose::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let help = match self {
+            Purpose::Device => "DPS client certificate: CA:FALSE, extendedKeyUsage clientAuth, keyUsage (if any) digitalSignature, CN a valid registration id",
+            Purpose::Ca => "a CA: CA:TRUE, keyUsage (if any) keyCertSign",
+            Purpose::Verification => "proof of possession: CA:FALSE, CN a verification code",
+            Purpose::Any => "the chain only",
+        };
+        Some(clap::builder::PossibleValue::new(self.as_str()).help(help))
+    }
 }
 
 /// `iotc cert base64`.
@@ -345,7 +379,7 @@ pub struct BenchArgs {
     /// for the next minutes, which would skew a benchmark run right after this one.
     #[arg(long)]
     pub keep: bool,
-    /// Print the figures as JSON.
+    /// Print the figures as JSON (the same as the global --output json).
     #[arg(long)]
     pub json: bool,
 }
@@ -872,7 +906,28 @@ fn run_inspect(a: InspectArgs) -> CliResult {
     Ok(EXIT_OK)
 }
 
-fn run_verify(a: VerifyArgs) -> CliResult {
+/// One failed check of `iotc cert verify`, as JSON.
+#[derive(serde::Serialize)]
+struct VerifyFailure {
+    reason: &'static str,
+    message: String,
+}
+
+/// The JSON answer of `iotc cert verify`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VerifyReport<'a> {
+    file: &'a Path,
+    valid: bool,
+    purpose: &'static str,
+    /// `flag` (--purpose) or `default` (from the certificate's basicConstraints).
+    purpose_source: &'static str,
+    /// Subjects from the leaf up to the trusted CA, when the chain holds.
+    path: Option<Vec<String>>,
+    failures: Vec<VerifyFailure>,
+}
+
+fn run_verify(a: VerifyArgs, json: bool) -> CliResult {
     let mut leaf_and_chain = certs_of(&a.file)?;
     let anchors = certs_of(&a.ca_cert)?;
     if let Some(u) = &a.untrusted {
@@ -880,35 +935,112 @@ fn run_verify(a: VerifyArgs) -> CliResult {
     }
     let leaf = leaf_and_chain.remove(0);
     let now = a.at.unwrap_or_else(OffsetDateTime::now_utc);
-    let path = verify_chain(&leaf, &leaf_and_chain, &anchors, now)
-        .map_err(|e| fail(format!("{}: verification failed: {e}", a.file.display())))?;
-    println!("{}: OK ({})", a.file.display(), path.subjects.join(" <- "));
+    let defaulted = a.purpose.is_none();
+    let purpose = match a.purpose {
+        Some(p) => p,
+        None => Purpose::of(&leaf).map_err(|e| fail(format!("{}: {e}", a.file.display())))?,
+    };
+    let chain = verify_chain(&leaf, &leaf_and_chain, &anchors, now);
+    let mut failures: Vec<ChainError> = chain.as_ref().err().cloned().into_iter().collect();
+    let purpose_failures = check_purpose(&leaf, purpose);
+    let purpose_failed = !purpose_failures.is_empty();
+    failures.extend(purpose_failures);
+    let path = chain.ok().map(|p| p.subjects);
+    if json {
+        super::output::print_json(&VerifyReport {
+            file: &a.file,
+            valid: failures.is_empty(),
+            purpose: purpose.as_str(),
+            purpose_source: if defaulted { "default" } else { "flag" },
+            path: path.clone(),
+            failures: failures
+                .iter()
+                .map(|e| VerifyFailure {
+                    reason: e.code(),
+                    message: e.to_string(),
+                })
+                .collect(),
+        })?;
+    }
+    if !failures.is_empty() {
+        let reasons: Vec<String> = failures.iter().map(ToString::to_string).collect();
+        let hint = if defaulted && purpose_failed && purpose == Purpose::Device {
+            " (checked as a device certificate, the default for a certificate without CA:TRUE; \
+             a proof-of-possession certificate takes --purpose verification)"
+        } else {
+            ""
+        };
+        return Err(fail(format!(
+            "{}: verification failed: {}{hint}",
+            a.file.display(),
+            reasons.join("; ")
+        )));
+    }
+    if !json {
+        let checked = match purpose {
+            Purpose::Any => "purpose not checked".to_owned(),
+            p => format!("purpose {p}"),
+        };
+        println!(
+            "{}: OK ({}); {checked}",
+            a.file.display(),
+            path.unwrap_or_default().join(" <- ")
+        );
+    }
     Ok(EXIT_OK)
 }
 
-fn run_base64(a: Base64Args) -> CliResult {
+fn run_base64(a: Base64Args, json: bool) -> CliResult {
     let bytes = read_file(&a.file)?;
     // Refuse anything that is not a certificate, rather than encoding it.
     read_certs(&bytes).map_err(|e| fail(format!("{}: {e}", a.file.display())))?;
     use base64::Engine;
-    println!(
-        "{}",
-        base64::engine::general_purpose::STANDARD.encode(&bytes)
-    );
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    if json {
+        super::output::print_json(&serde_json::json!({
+            "file": a.file,
+            "certificate": encoded,
+        }))?;
+    } else {
+        println!("{encoded}");
+    }
     Ok(EXIT_OK)
 }
 
-/// Runs a cert command.
-pub fn run(cmd: CertCommand) -> CliResult {
+/// Runs a cert command. `format` is the global `--output`: JSON there is the same as each
+/// command's own `--json`.
+pub fn run(cmd: CertCommand, format: OutputFormat) -> CliResult {
+    let json = format == OutputFormat::Json;
     match cmd {
-        CertCommand::Root(a) => run_root(a),
-        CertCommand::Intermediate(a) => run_intermediate(a),
-        CertCommand::Device(a) => run_device(a),
-        CertCommand::Verification(a) => run_verification(a),
-        CertCommand::SignCsr(a) => run_sign_csr(a),
-        CertCommand::Inspect(a) => run_inspect(a),
-        CertCommand::Verify(a) => run_verify(a),
-        CertCommand::Base64(a) => run_base64(a),
-        CertCommand::Bench(a) => bench::run(a),
+        CertCommand::Root(mut a) => {
+            a.output.json |= json;
+            run_root(a)
+        }
+        CertCommand::Intermediate(mut a) => {
+            a.output.json |= json;
+            run_intermediate(a)
+        }
+        CertCommand::Device(mut a) => {
+            a.output.json |= json;
+            run_device(a)
+        }
+        CertCommand::Verification(mut a) => {
+            a.output.json |= json;
+            run_verification(a)
+        }
+        CertCommand::SignCsr(mut a) => {
+            a.json |= json;
+            run_sign_csr(a)
+        }
+        CertCommand::Inspect(mut a) => {
+            a.json |= json;
+            run_inspect(a)
+        }
+        CertCommand::Verify(a) => run_verify(a, json),
+        CertCommand::Base64(a) => run_base64(a, json),
+        CertCommand::Bench(mut a) => {
+            a.json |= json;
+            bench::run(a)
+        }
     }
 }

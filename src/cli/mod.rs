@@ -145,7 +145,7 @@ pub fn main() -> i32 {
 fn run(cli: Cli) -> CliResult {
     let global = cli.global;
     match cli.command {
-        Command::Cert(cmd) => cert::run(cmd),
+        Command::Cert(cmd) => cert::run(cmd, global.output),
         Command::Org(cmd) => central::run_org(cmd, &global),
         Command::Role(cmd) => central::run_role(cmd, &global),
         Command::User(cmd) => central::run_user(cmd, &global),

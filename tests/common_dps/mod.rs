@@ -84,6 +84,13 @@ impl Env {
         Client::new(self.id_scope(), Attestation::X509(id), self.options()).unwrap()
     }
 
+    /// A DPS client presenting the PEM certificates of `chain_pem` with the PEM key `key_pem`
+    /// (files made by openssl, for example).
+    pub fn pem_client(&self, chain_pem: &[u8], key_pem: &[u8]) -> Client {
+        let id = X509Identity::from_pem(chain_pem, key_pem, None).unwrap();
+        Client::new(self.id_scope(), Attestation::X509(id), self.options()).unwrap()
+    }
+
     pub fn sas_client(&self, device_key: iotc::secret::Secret) -> Client {
         Client::new(
             self.id_scope(),

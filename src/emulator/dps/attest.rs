@@ -3,7 +3,11 @@
 //! X.509: the TLS layer has already checked that the client holds the leaf's private key
 //! (CertificateVerify); here the presented chain must lead to a *verified* signing
 //! certificate of an x509 enrollment group (root or intermediate), every certificate on the
-//! path must be within its validity dates, and the leaf's CN must be the registration id.
+//! path must be within its validity dates, the leaf must be fit to be a device's client
+//! certificate ([`crate::cert::check_purpose`] with [`Purpose::Device`]: CA:FALSE, clientAuth,
+//! digitalSignature, a CN that is a valid registration id) and its CN must be the registration
+//! id. A chain that stops below every group CA is told apart from a foreign one: the device
+//! is told its chain is incomplete and to present the full chain.
 //! Symmetric key: the SAS token must be signed with the device's individual key, a key derived
 //! from a symmetric-key enrollment group, or a key derived from the application's own SAS
 //! groups (the credentials IoT Central shows for a device). Each refusal has its own message.
@@ -11,6 +15,7 @@
 use super::super::app::{self, AppFacts};
 use super::super::records::{DeviceRecord, GroupAttestationRecord, GroupRecord};
 use crate::central::models::{Attestation as DeviceAttestation, EnrollmentGroupType};
+use crate::cert::{check_purpose, Purpose};
 use crate::dps::wire::X509CertificateInfo;
 use crate::dps::ParsedSas;
 use x509_parser::certificate::X509Certificate;
@@ -227,6 +232,7 @@ pub fn x509(
             });
         if registered {
             check_validity_all(chain, now)?;
+            check_device_purpose(leaf_der)?;
             check_cn(&leaf, registration_id)?;
             return Ok(Attested {
                 method: Method::X509Individual {
@@ -265,12 +271,9 @@ pub fn x509(
         if let Some(m) = unverified {
             return Err(Refusal::Unauthorized(m));
         }
-        return Err(Refusal::Unauthorized(format!(
-            "foreign CA: the certificate chain of {:?} (issued by {:?}) does not lead to a \
-             signing certificate of any x509 enrollment group",
-            leaf_info.subject_name, leaf_info.issuer_name
-        )));
+        return Err(no_group(dir.groups, leaf_der, untrusted, &leaf_info));
     };
+    check_device_purpose(leaf_der)?;
     check_cn(&leaf, registration_id)?;
     let signing = match X509Certificate::from_der(&anchor) {
         Ok((_, c)) => cert_info(&anchor, &c),
@@ -365,6 +368,87 @@ fn leads_to(
     ]
     .into_iter()
     .any(|t| crate::cert::verify_chain(leaf_der, untrusted, anchors, t).is_ok())
+}
+
+/// The refusal of a chain that reaches no group: *incomplete* when the topmost presented
+/// certificate is not a root and its issuer is neither presented nor named by any group's
+/// certificate while some group has a verified CA (the usual cause: the device sent its leaf
+/// without the intermediates); *foreign* otherwise (the chain ends at a root no group holds,
+/// at a CA whose name a group's certificate has but with another key, or no group has a
+/// verified CA at all). DPS answers both with 401002; only the message differs.
+fn no_group(
+    groups: &[GroupRecord],
+    leaf_der: &[u8],
+    untrusted: &[Vec<u8>],
+    leaf_info: &X509CertificateInfo,
+) -> Refusal {
+    let foreign = || {
+        Refusal::Unauthorized(format!(
+            "foreign CA: the certificate chain of {:?} (issued by {:?}) does not lead to a \
+             signing certificate of any x509 enrollment group",
+            leaf_info.subject_name, leaf_info.issuer_name
+        ))
+    };
+    // Climb the presented chain as far as it goes.
+    let mut top = leaf_der;
+    for _ in 0..crate::cert::MAX_CHAIN {
+        match untrusted
+            .iter()
+            .find(|c| c.as_slice() != top && crate::cert::verify_signed_by(top, c).is_ok())
+        {
+            Some(issuer) => top = issuer,
+            None => break,
+        }
+    }
+    let Ok((_, top_cert)) = X509Certificate::from_der(top) else {
+        return foreign();
+    };
+    let issuer = top_cert.issuer();
+    if issuer.as_raw() == top_cert.subject().as_raw() {
+        return foreign();
+    }
+    let mut any_verified = false;
+    for g in groups {
+        let GroupAttestationRecord::X509 { primary, secondary } = &g.attestation else {
+            continue;
+        };
+        for c in [primary, secondary].into_iter().flatten() {
+            let der = c.der();
+            any_verified |= c.verified && !der.is_empty();
+            if X509Certificate::from_der(&der)
+                .is_ok_and(|(_, gc)| gc.subject().as_raw() == issuer.as_raw())
+            {
+                return foreign();
+            }
+        }
+    }
+    if !any_verified {
+        return foreign();
+    }
+    let whose = if top == leaf_der {
+        "the leaf's issuer".to_owned()
+    } else {
+        format!("the issuer of {:?}", top_cert.subject().to_string())
+    };
+    Refusal::Unauthorized(format!(
+        "the chain is incomplete: {whose} {:?} is not in the presented chain or a verified \
+         enrollment group CA; present the full chain (leaf + intermediates, as in a \
+         _fullchain.pem) in the TLS handshake",
+        issuer.to_string()
+    ))
+}
+
+/// Refuses a leaf that is not a device certificate, naming every reason.
+fn check_device_purpose(leaf_der: &[u8]) -> Result<(), Refusal> {
+    let failures = check_purpose(leaf_der, Purpose::Device);
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let reasons: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    Err(Refusal::Unauthorized(format!(
+        "not a device certificate: {}",
+        reasons.join("; ")
+    )))
 }
 
 fn check_cn(leaf: &X509Certificate<'_>, registration_id: &str) -> Result<(), Refusal> {
