@@ -27,8 +27,13 @@ pub enum OnboardCommand {
     /// reuse the CA, create the group, upload the CA, prove possession, issue device
     /// certificates, register them with DPS and write their bundles. Safe to rerun.
     #[command(after_help = "Examples:\n  \
-iotc onboard x509 --group line-1 --ca certs/root --count 5 --prefix dev- --out bundles\n  \
-iotc onboard x509 --group line-2 --ca certs/root --intermediate certs/inter --device dev-01 --out bundles")]
+iotc onboard x509 --group line-1 --ca certs/root --ca-password-file pw.txt --count 5 --prefix dev- \
+--out bundles --key-password-file pw.txt\n  \
+iotc onboard x509 --group line-2 --ca certs/root --intermediate certs/inter --ca-password-file pw.txt \
+--device dev-01 --out bundles --no-password\n\n\
+Passwords (first line of each file): --ca-password-file (or IOTC_CA_PASSWORD) opens the CA keys \
+and encrypts new ones; --key-password-file (or IOTC_KEY_PASSWORD) encrypts the bundles' keys, \
+--no-password opts out; --pfx-password-file (or IOTC_PFX_PASSWORD) adds a PFX to each bundle.")]
     X509(OnboardX509Args),
     /// Create or reuse a symmetric-key enrollment group, derive device keys, register the
     /// devices with DPS and write their bundles. Safe to rerun.
@@ -217,9 +222,11 @@ pub struct OnboardSymmetricArgs {
 #[command(
     after_help = "Manifest: CSV with a header row; columns deviceId (required), displayName, \
 template, organization, simulated.\n\nExamples:\n  \
-iotc provision --manifest line1.csv --journal line1.journal --out bundles --group line-1 --ca certs/root\n  \
+iotc provision --manifest line1.csv --journal line1.journal --out bundles --group line-1 --ca certs/root \
+--ca-password-file pw.txt --key-password-file pw.txt\n  \
 iotc provision --count 1000 --prefix sn- --journal b.journal --out bundles --group sk-1\n  \
-iotc provision --journal line1.journal --out bundles --group line-1 --ca certs/root --resume"
+iotc provision --journal line1.journal --out bundles --group line-1 --ca certs/root \
+--ca-password-file pw.txt --key-password-file pw.txt --resume"
 )]
 pub struct ProvisionArgs {
     /// The manifest (CSV).
