@@ -729,16 +729,12 @@ fn errors_print_one_line_with_the_request_id_and_exit_2() {
 fn profiles_hold_the_connection_settings() {
     let emu = Emu::start();
     let config = emu.dir.path().join("config.json");
+    let token_file = emu.dir.path().join("token.txt");
+    std::fs::write(&token_file, &emu.admin_token).unwrap();
     emu.bare_iotc()
-        .args([
-            "config",
-            "set",
-            "local",
-            "--app",
-            &emu.api_url,
-            "--token",
-            &emu.admin_token,
-        ])
+        .args(["config", "set", "local", "--app", &emu.api_url])
+        .arg("--token-file")
+        .arg(&token_file)
         .arg("--ca-file")
         .arg(&emu.ca_path)
         .assert()
@@ -795,16 +791,9 @@ fn profiles_hold_the_connection_settings() {
         .code(2)
         .stderr(predicate::str::contains("no credential"));
     emu.bare_iotc()
-        .args([
-            "org",
-            "list",
-            "--profile",
-            "broken",
-            "--app",
-            &emu.api_url,
-            "--token",
-            &emu.admin_token,
-        ])
+        .args(["org", "list", "--profile", "broken", "--app", &emu.api_url])
+        .arg("--token-file")
+        .arg(&token_file)
         .arg("--ca-file")
         .arg(&emu.ca_path)
         .assert()

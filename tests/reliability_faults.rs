@@ -124,6 +124,13 @@ impl Env {
         env
     }
 
+    /// The API token in a file, for `--token-file` (a token is never a flag's value).
+    fn token_file(&self) -> String {
+        let path = self.dir.path().join("token.txt");
+        std::fs::write(&path, &self.token).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
     fn call(
         &self,
         method: &str,
@@ -221,8 +228,8 @@ impl Env {
         .args([
             "--app",
             &self.emu.api,
-            "--token",
-            &self.token,
+            "--token-file",
+            &self.token_file(),
             "--ca-file",
             &self.emu.ca,
         ])
@@ -442,8 +449,8 @@ fn emulator_killed_and_restarted_mid_batch_then_resume_finishes_every_device_onc
     .args([
         "--app",
         &env.emu.api,
-        "--token",
-        &env.token,
+        "--token-file",
+        &env.token_file(),
         "--ca-file",
         &env.emu.ca,
     ])

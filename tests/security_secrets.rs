@@ -207,6 +207,8 @@ fn symmetric_key_onboarding_at_trace_level_prints_no_group_key_device_key_sas_or
     let emu = start_emulator(&dir.path().join("emu"));
     let url = emu.ready["apiUrl"].as_str().unwrap().to_owned();
     let token = emu.ready["adminToken"].as_str().unwrap().to_owned();
+    let token_file = dir.path().join("token.txt");
+    std::fs::write(&token_file, &token).unwrap();
     let ca = emu.ready["caCert"].as_str().unwrap().to_owned();
     let scope = emu.ready["idScope"].as_str().unwrap().to_owned();
     let dps = emu.ready["dpsEndpoint"].as_str().unwrap().to_owned();
@@ -226,8 +228,8 @@ fn symmetric_key_onboarding_at_trace_level_prints_no_group_key_device_key_sas_or
         .args([
             "--app",
             &url,
-            "--token",
-            &token,
+            "--token-file",
+            token_file.to_str().unwrap(),
             "--ca-file",
             &ca,
             "--id-scope",

@@ -16,14 +16,8 @@ fn provision(dir: &Path, manifest_text: &str) -> assert_cmd::assert::Assert {
         .arg(dir.join("j.sqlite"))
         .arg("--out")
         .arg(dir.join("out"))
-        .args([
-            "--group",
-            "g1",
-            "--app",
-            "https://127.0.0.1:9",
-            "--token",
-            "SharedAccessSignature sr=x",
-        ])
+        .args(["--group", "g1", "--app", "https://127.0.0.1:9"])
+        .env("IOTC_API_TOKEN", "SharedAccessSignature sr=x")
         .env_remove("IOTC_PROFILE")
         .env("HOME", dir)
         .env("XDG_CONFIG_HOME", dir)

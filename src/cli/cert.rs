@@ -63,7 +63,8 @@ pub enum CertCommand {
         iotc cert device --count 10000 --prefix sensor- --ca certs/inter --out certs/devices --no-password\n  \
         iotc cert device --ids ids.txt --ca certs/root --out certs/devices --password-file pw.txt --pfx\n\n\
         A registration id is at most 64 letters, digits and - . _ : ending in a letter, digit or -;\n\
-        an invalid id is refused, never rewritten. --count N makes PREFIX00001..; --ids FILE reads one id\n\
+        an invalid id is refused, never rewritten. --count N numbers the ids from --start, zero-padded\n\
+        to the digits of the last one (--count 1000: PREFIX0001..PREFIX1000); --ids FILE reads one id\n\
         per line (blank lines and # comments skipped). Each device gets <id>_cert.pem, <id>_key.pem,\n\
         <id>_fullchain.pem (device + intermediates: what it presents in TLS) and optionally <id>.pfx.\n\
         Exit code 1 when a batch finished with failed devices.", "\n\n", password_help!())
@@ -393,8 +394,8 @@ fn fail(msg: impl Into<String>) -> CliError {
     msg.into().into()
 }
 
-/// Reads the first line of a password file; an empty password is refused.
-fn read_password_file(path: &Path, what: &str) -> Result<Secret, CliError> {
+/// Reads the first line of a password (or token) file; an empty first line is refused.
+pub(crate) fn read_password_file(path: &Path, what: &str) -> Result<Secret, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         fail(format!(
             "could not read {what} file {}: {e}",
@@ -431,36 +432,57 @@ pub(crate) fn new_key_password(
     file_flag: &str,
     what: &str,
 ) -> Result<Option<Secret>, CliError> {
-    if let Some(f) = file {
-        return read_password_file(f, "password").map(Some);
-    }
-    match std::env::var(KEY_PASSWORD_ENV) {
-        Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
-        _ => Err(fail(format!(
+    match password_from(file, KEY_PASSWORD_ENV, "password")? {
+        Some(p) => Ok(Some(p)),
+        None => Err(fail(format!(
             "no password for {what}: give {file_flag} FILE, set {KEY_PASSWORD_ENV}, or pass --no-password"
         ))),
     }
 }
 
-fn ca_password(ca: &CaArgs) -> Result<Option<Secret>, CliError> {
-    if let Some(f) = &ca.ca_password_file {
-        return read_password_file(f, "CA password").map(Some);
+/// What to add to a failure to open a CA key: which flag or variable gives the password, when
+/// the want of one is the reason.
+pub(crate) fn ca_password_hint(e: &cert::CertError) -> &'static str {
+    match e {
+        cert::CertError::PasswordRequired => {
+            " (give --ca-password-file FILE or set IOTC_CA_PASSWORD)"
+        }
+        _ => "",
     }
-    Ok(std::env::var(CA_PASSWORD_ENV)
+}
+
+/// A password that may be absent: the first line of `file`, else the environment variable
+/// `env`, else none. Shared by every command that opens an existing key or writes a PFX.
+pub(crate) fn password_from(
+    file: Option<&Path>,
+    env: &str,
+    what: &str,
+) -> Result<Option<Secret>, CliError> {
+    if let Some(f) = file {
+        return read_password_file(f, what).map(Some);
+    }
+    Ok(std::env::var(env)
         .ok()
         .filter(|v| !v.is_empty())
         .map(Secret::new))
 }
 
+fn ca_password(ca: &CaArgs) -> Result<Option<Secret>, CliError> {
+    password_from(
+        ca.ca_password_file.as_deref(),
+        CA_PASSWORD_ENV,
+        "CA password",
+    )
+}
+
 fn load_ca(ca: &CaArgs) -> Result<Authority, CliError> {
     let pw = ca_password(ca)?;
     let authority = Authority::load(&ca.ca, pw.as_ref().map(Secret::expose)).map_err(|e| {
-        let hint = if matches!(e, cert::CertError::PasswordRequired) {
-            " (give --ca-password-file FILE or set IOTC_CA_PASSWORD)"
-        } else {
-            ""
-        };
-        fail(format!("CA {}: {e}{hint}", ca.ca.display()))
+        fail(format!(
+            "CA {}: {e}{}",
+            ca.ca.display(),
+            ca_password_hint(&e)
+        ))
     })?;
     authority
         .ensure_can_issue()

@@ -29,13 +29,16 @@ pub enum DpsCommand {
 }
 
 /// Arguments of `iotc dps register`.
+// The field docs are `--help` text, where a bare URL reads best.
+#[allow(rustdoc::bare_urls)]
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("credential").required(true).args(
     ["cert", "pfx", "symmetric_key", "symmetric_key_file", "group_key", "group_key_file"])))]
 pub struct RegisterArgs {
-    /// The ID scope of the DPS instance (IoT Central: Permissions > Device connection groups).
-    #[arg(long, env = "IOTC_ID_SCOPE")]
-    pub id_scope: IdScope,
+    /// The ID scope of the DPS instance (IoT Central: Permissions > Device connection groups)
+    /// [else IOTC_ID_SCOPE, else the profile's].
+    #[arg(long, value_name = "SCOPE")]
+    pub id_scope: Option<IdScope>,
     /// The registration id (the device id; for X.509 the certificate's CN).
     #[arg(long)]
     pub registration_id: RegistrationId,
@@ -63,9 +66,10 @@ pub struct RegisterArgs {
     /// File holding an enrollment group key.
     #[arg(long)]
     pub group_key_file: Option<PathBuf>,
-    /// DPS endpoint (base URL).
-    #[arg(long, env = "IOTC_DPS_ENDPOINT", default_value = dps::wire::GLOBAL_ENDPOINT)]
-    pub endpoint: String,
+    /// DPS endpoint (base URL) [else IOTC_DPS_ENDPOINT, else the profile's, else
+    /// https://global.azure-devices-provisioning.net].
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
     /// Custom payload (JSON), for example '{"modelId":"dtmi:com:example:Thermostat;1"}'.
     #[arg(long)]
     pub payload: Option<String>,
@@ -160,12 +164,18 @@ fn register(args: RegisterArgs, global: &GlobalArgs) -> CliResult {
         ),
         None => None,
     };
-    let ca_pem = match &global.ca_file {
-        Some(p) => Some(read(p)?),
+    let target =
+        super::config::resolve_dps(global, args.id_scope.as_ref(), args.endpoint.as_deref())?;
+    let id_scope = target.id_scope.ok_or(
+        "no ID scope: give --id-scope SCOPE, set IOTC_ID_SCOPE, or use a profile that has one \
+         (`iotc config set NAME --id-scope SCOPE`)",
+    )?;
+    let ca_pem = match &target.ca_file {
+        Some(p) => Some(super::config::read_ca_file(p)?),
         None => None,
     };
     let opts = ClientOptions {
-        endpoint: args.endpoint.clone(),
+        endpoint: target.endpoint,
         api_version: args.api_version.clone(),
         ca_pem,
         deadline: Duration::from_secs(args.deadline),
@@ -173,7 +183,7 @@ fn register(args: RegisterArgs, global: &GlobalArgs) -> CliResult {
     };
     let rt = super::runtime()?;
     let result = rt.block_on(dps::register(
-        args.id_scope.clone(),
+        id_scope,
         &args.registration_id,
         attestation,
         opts,

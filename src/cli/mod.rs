@@ -48,18 +48,25 @@ pub struct Cli {
 }
 
 /// Options of the commands that talk to an IoT Central application.
+///
+/// Each value comes from its flag, else its environment variable, else the selected profile
+/// (see [`config`]); clap is not told about the environment variables, so these fields hold
+/// only what was typed. A secret is never a flag's value: the token comes from a file.
 // The field docs are `--help` text, where a bare URL reads best.
 #[allow(rustdoc::bare_urls)]
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// Application URL (https://myapp.azureiotcentral.com) or just its subdomain.
-    #[arg(long, env = "IOTC_APP_URL", global = true)]
+    /// Application URL (https://myapp.azureiotcentral.com) or just its subdomain [else
+    /// IOTC_APP_URL, else the profile's].
+    #[arg(long, value_name = "URL", global = true)]
     pub app: Option<String>,
-    /// API token (`SharedAccessSignature sr=...`); a bearer token is read from IOTC_BEARER_TOKEN.
-    #[arg(long, env = "IOTC_API_TOKEN", global = true, hide_env_values = true)]
-    pub token: Option<crate::secret::Secret>,
-    /// Extra CA certificate (PEM) to trust, for example the emulator's.
-    #[arg(long, env = "IOTC_CA_FILE", global = true)]
+    /// File whose first line is the API token (`SharedAccessSignature sr=...`) [else
+    /// IOTC_API_TOKEN, else IOTC_BEARER_TOKEN (an Azure AD token), else the profile's].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Extra CA certificate (PEM) to trust, for example the emulator's [else IOTC_CA_FILE, else
+    /// the profile's].
+    #[arg(long, value_name = "PEM", global = true)]
     pub ca_file: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = output::OutputFormat::Table, global = true)]
@@ -99,7 +106,7 @@ pub enum Command {
     /// Device templates (list, get).
     #[command(subcommand, name = "device-template")]
     DeviceTemplate(central::DeviceTemplateCommand),
-    /// Named profiles (application URL, token, CA file) in the config file.
+    /// Named profiles (application URL, token, CA file, DPS endpoint, ID scope) in the config file.
     #[command(subcommand)]
     Config(central::ConfigCommand),
     /// Register a device with DPS, derive device keys.
@@ -216,60 +223,67 @@ fn init_logging() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     #[test]
     fn secrets_given_as_arguments_never_reach_debug_output() {
-        let cases: [(&[&str], &[&str]); 3] = [
-            (
-                &[
-                    "iotc",
-                    "--token",
-                    "SharedAccessSignature sr=app&sig=TOPSECRETSIG&skn=t&se=1",
-                    "role",
-                    "list",
-                ],
-                &["TOPSECRETSIG"],
-            ),
-            (
-                &[
-                    "iotc",
-                    "dps",
-                    "derive-key",
-                    "--group-key",
-                    "R1JPVVBLRVk=",
-                    "--registration-id",
-                    "d1",
-                ],
-                &["R1JPVVBLRVk="],
-            ),
-            (
-                &[
-                    "iotc",
-                    "onboard",
-                    "x509",
-                    "--group",
-                    "g",
-                    "--ca",
-                    "pki/root",
-                    "--ca-password",
-                    "CAPASSWORD",
-                    "--pfx-password",
-                    "PFXPASSWORD",
-                ],
-                &["CAPASSWORD", "PFXPASSWORD"],
-            ),
+        let args = [
+            "iotc",
+            "dps",
+            "derive-key",
+            "--group-key",
+            "R1JPVVBLRVk=",
+            "--registration-id",
+            "d1",
         ];
-        for (args, secrets) in cases {
-            let dbg = format!("{:?}", Cli::try_parse_from(args).unwrap());
-            for secret in secrets {
-                assert!(!dbg.contains(secret), "{secret} in {dbg}");
+        let dbg = format!("{:?}", Cli::try_parse_from(args).unwrap());
+        assert!(!dbg.contains("R1JPVVBLRVk="), "{dbg}");
+    }
+
+    /// Every option of every command whose name says password or token takes a file, never
+    /// the secret itself (a flag's value shows in the process list and the shell history).
+    #[test]
+    fn no_password_or_token_is_the_value_of_a_flag() {
+        fn walk(cmd: &clap::Command, path: &str, bad: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let Some(long) = a.get_long() else { continue };
+                let secret_name = long.contains("password") || long.contains("token");
+                let takes_value = a.get_action().takes_values();
+                if secret_name && takes_value && !long.ends_with("-file") {
+                    bad.push(format!("{path} --{long}"));
+                }
             }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), bad);
+            }
+        }
+        let mut bad = Vec::new();
+        walk(&Cli::command(), "iotc", &mut bad);
+        assert!(bad.is_empty(), "secrets on plain flags: {bad:?}");
+        // The flags that took secrets before are gone.
+        for (command, gone) in [
+            ("role list", "--token"),
+            ("onboard x509 --group g --ca r", "--ca-password"),
+            ("onboard x509 --group g --ca r", "--pfx-password"),
+            (
+                "provision --journal j --out o --group g --resume",
+                "--ca-password",
+            ),
+        ] {
+            let mut argv = vec!["iotc"];
+            argv.extend(command.split(' '));
+            argv.extend([gone, "secret"]);
+            let e = Cli::try_parse_from(&argv).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::UnknownArgument,
+                "{argv:?}"
+            );
         }
     }
 
     #[test]
     fn clap_definition_is_consistent() {
-        use clap::CommandFactory;
         Cli::command().debug_assert();
     }
 }

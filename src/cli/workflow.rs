@@ -20,9 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// The public DPS endpoint.
-pub const GLOBAL_DPS_ENDPOINT: &str = "https://global.azure-devices-provisioning.net";
-
 /// Onboarding commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum OnboardCommand {
@@ -30,8 +27,13 @@ pub enum OnboardCommand {
     /// reuse the CA, create the group, upload the CA, prove possession, issue device
     /// certificates, register them with DPS and write their bundles. Safe to rerun.
     #[command(after_help = "Examples:\n  \
-iotc onboard x509 --group line-1 --ca certs/root --count 5 --prefix dev- --out bundles\n  \
-iotc onboard x509 --group line-2 --ca certs/root --intermediate certs/inter --device dev-01 --out bundles")]
+iotc onboard x509 --group line-1 --ca certs/root --ca-password-file pw.txt --count 5 --prefix dev- \
+--out bundles --key-password-file pw.txt\n  \
+iotc onboard x509 --group line-2 --ca certs/root --intermediate certs/inter --ca-password-file pw.txt \
+--device dev-01 --out bundles --no-password\n\n\
+Passwords (first line of each file): --ca-password-file (or IOTC_CA_PASSWORD) opens the CA keys \
+and encrypts new ones; --key-password-file (or IOTC_KEY_PASSWORD) encrypts the bundles' keys, \
+--no-password opts out; --pfx-password-file (or IOTC_PFX_PASSWORD) adds a PFX to each bundle.")]
     X509(OnboardX509Args),
     /// Create or reuse a symmetric-key enrollment group, derive device keys, register the
     /// devices with DPS and write their bundles. Safe to rerun.
@@ -70,15 +72,26 @@ impl DeviceSelection {
 }
 
 /// Where devices register.
+// The field docs are `--help` text, where a bare URL reads best.
+#[allow(rustdoc::bare_urls)]
 #[derive(Debug, Clone, clap::Args)]
 pub struct DpsTarget {
-    /// The application's DPS ID scope (default: read from the enrollment group with the
-    /// preview API version).
-    #[arg(long, env = "IOTC_ID_SCOPE")]
+    /// The application's DPS ID scope [else IOTC_ID_SCOPE, else the profile's, else read from
+    /// the enrollment group with the preview API version].
+    #[arg(long, value_name = "SCOPE")]
     pub id_scope: Option<IdScope>,
-    /// DPS endpoint (base URL). The global --ca-file is trusted for it too.
-    #[arg(long, env = "IOTC_DPS_ENDPOINT", default_value = GLOBAL_DPS_ENDPOINT)]
-    pub dps_endpoint: String,
+    /// DPS endpoint (base URL) [else IOTC_DPS_ENDPOINT, else the profile's, else
+    /// https://global.azure-devices-provisioning.net]. The CA file (--ca-file) is trusted for it
+    /// too.
+    #[arg(long, value_name = "URL")]
+    pub dps_endpoint: Option<String>,
+}
+
+impl DpsTarget {
+    /// The endpoint, ID scope and CA file after flags, environment, profile and default.
+    fn resolve(&self, global: &GlobalArgs) -> Result<config::DpsResolved, CliError> {
+        config::resolve_dps(global, self.id_scope.as_ref(), self.dps_endpoint.as_deref())
+    }
 }
 
 /// How a batch runs.
@@ -93,10 +106,10 @@ pub struct RunArgs {
     /// Never draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,
-    /// Also write `<deviceId>.pfx` (key + chain) in each X.509 bundle, protected by this
-    /// password (prefer the environment variable).
-    #[arg(long, env = "IOTC_PFX_PASSWORD", hide_env_values = true)]
-    pub pfx_password: Option<Secret>,
+    /// File whose first line is the password of a `<deviceId>.pfx` (key + chain) written in
+    /// each X.509 bundle [else IOTC_PFX_PASSWORD]; without either, no PFX is written.
+    #[arg(long, value_name = "FILE")]
+    pub pfx_password_file: Option<PathBuf>,
     /// File whose first line is the password that encrypts each bundle's private key
     /// (PKCS#8, PBKDF2-SHA256 + AES-256-CBC); or set IOTC_KEY_PASSWORD.
     #[arg(long, value_name = "FILE", conflicts_with = "no_password")]
@@ -119,6 +132,35 @@ impl RunArgs {
             "the devices' private keys",
         )
     }
+
+    /// The password of the bundles' PFX files, if one was given.
+    fn pfx_password(&self) -> Result<Option<Secret>, CliError> {
+        super::cert::password_from(
+            self.pfx_password_file.as_deref(),
+            PFX_PASSWORD_ENV,
+            "PFX password",
+        )
+    }
+}
+
+/// Environment variable holding the password of the bundles' PFX files.
+pub const PFX_PASSWORD_ENV: &str = "IOTC_PFX_PASSWORD";
+
+/// The password of existing CA keys (and of new ones): `--ca-password-file`, else
+/// `IOTC_CA_PASSWORD`, the same way as `iotc cert` reads it.
+fn ca_password(file: Option<&Path>) -> Result<Option<Secret>, CliError> {
+    super::cert::password_from(file, super::cert::CA_PASSWORD_ENV, "CA password")
+}
+
+/// Adds which flag gives the password when a CA key could not be opened for want of one.
+fn with_ca_password_hint(e: onboard::OnboardError) -> CliError {
+    match &e {
+        onboard::OnboardError::Cert {
+            source: source @ crate::cert::CertError::PasswordRequired,
+            ..
+        } => format!("{e}: {source}{}", super::cert::ca_password_hint(source)).into(),
+        _ => e.into(),
+    }
 }
 
 /// Arguments of `iotc onboard x509`.
@@ -134,9 +176,10 @@ pub struct OnboardX509Args {
     /// the devices.
     #[arg(long, value_name = "PREFIX")]
     pub intermediate: Option<PathBuf>,
-    /// Password of the CA keys (new keys are encrypted with it).
-    #[arg(long, env = "IOTC_CA_PASSWORD", hide_env_values = true)]
-    pub ca_password: Option<Secret>,
+    /// File whose first line is the password of the CA keys [else IOTC_CA_PASSWORD]; new CA
+    /// keys are encrypted with it.
+    #[arg(long, value_name = "FILE")]
+    pub ca_password_file: Option<PathBuf>,
     /// Upload the CA as already verified instead of proving possession of its key.
     #[arg(long)]
     pub verified_upload: bool,
@@ -179,9 +222,11 @@ pub struct OnboardSymmetricArgs {
 #[command(
     after_help = "Manifest: CSV with a header row; columns deviceId (required), displayName, \
 template, organization, simulated.\n\nExamples:\n  \
-iotc provision --manifest line1.csv --journal line1.journal --out bundles --group line-1 --ca certs/root\n  \
+iotc provision --manifest line1.csv --journal line1.journal --out bundles --group line-1 --ca certs/root \
+--ca-password-file pw.txt --key-password-file pw.txt\n  \
 iotc provision --count 1000 --prefix sn- --journal b.journal --out bundles --group sk-1\n  \
-iotc provision --journal line1.journal --out bundles --group line-1 --ca certs/root --resume"
+iotc provision --journal line1.journal --out bundles --group line-1 --ca certs/root \
+--ca-password-file pw.txt --key-password-file pw.txt --resume"
 )]
 pub struct ProvisionArgs {
     /// The manifest (CSV).
@@ -205,9 +250,9 @@ pub struct ProvisionArgs {
     /// CA PREFIX that signs device certificates (x509 groups).
     #[arg(long, value_name = "PREFIX")]
     pub ca: Option<PathBuf>,
-    /// Password of the CA key.
-    #[arg(long, env = "IOTC_CA_PASSWORD", hide_env_values = true)]
-    pub ca_password: Option<Secret>,
+    /// File whose first line is the password of the CA key [else IOTC_CA_PASSWORD].
+    #[arg(long, value_name = "FILE")]
+    pub ca_password_file: Option<PathBuf>,
     /// Continue the batch of an existing journal.
     #[arg(long)]
     pub resume: bool,
@@ -273,41 +318,31 @@ fn central_client(global: &GlobalArgs, preview: bool) -> Result<Client, CliError
     let mut options = ClientOptions::default();
     options.api_version = options.preview_api_version.clone();
     if let Some(path) = &r.ca_file {
-        options = options.with_ca_pem(read_ca_file(path)?);
+        options = options.with_ca_pem(config::read_ca_file(path)?);
     }
     Ok(Client::new(&r.app, r.credential, Some(options))?)
 }
 
-fn read_ca_file(path: &Path) -> Result<Vec<u8>, CliError> {
-    std::fs::read(path).map_err(|e| format!("cannot read CA file {}: {e}", path.display()).into())
-}
-
-/// DPS client options from the global --ca-file and the target.
-fn dps_options(
-    global: &GlobalArgs,
-    target: &DpsTarget,
-) -> Result<crate::dps::ClientOptions, CliError> {
-    let ca_file = config::resolve(global)
-        .ok()
-        .and_then(|r| r.ca_file)
-        .or_else(|| global.ca_file.clone());
+/// DPS client options for the resolved target.
+fn dps_options(dps: &config::DpsResolved) -> Result<crate::dps::ClientOptions, CliError> {
     Ok(crate::dps::ClientOptions {
-        endpoint: target.dps_endpoint.clone(),
-        ca_pem: match ca_file {
-            Some(p) => Some(read_ca_file(&p)?),
+        endpoint: dps.endpoint.clone(),
+        ca_pem: match &dps.ca_file {
+            Some(p) => Some(config::read_ca_file(p)?),
             None => None,
         },
         ..crate::dps::ClientOptions::default()
     })
 }
 
-/// The ID scope: given, or read from the group with the preview API.
+/// The ID scope: given (flag, environment, profile), or read from the group with the preview
+/// API.
 async fn id_scope(
     global: &GlobalArgs,
-    target: &DpsTarget,
+    dps: &config::DpsResolved,
     group: &str,
 ) -> Result<IdScope, CliError> {
-    if let Some(s) = &target.id_scope {
+    if let Some(s) = &dps.id_scope {
         return Ok(s.clone());
     }
     let preview = central_client(global, true)?;
@@ -342,21 +377,21 @@ fn batch_options(
     run: &RunArgs,
     out: &Path,
     id_scope: &IdScope,
-    dps: &DpsTarget,
+    dps: &config::DpsResolved,
     progress: bool,
     key_password: Option<Secret>,
-) -> BatchOptions {
-    BatchOptions {
+) -> Result<BatchOptions, CliError> {
+    Ok(BatchOptions {
         concurrency: run.concurrency as usize,
         max_attempts: run.attempts,
         out_dir: out.to_owned(),
         id_scope: id_scope.to_string(),
-        dps_endpoint: Some(dps.dps_endpoint.clone()),
+        dps_endpoint: Some(dps.endpoint.clone()),
         progress: progress && !run.no_progress,
-        pfx_password: run.pfx_password.clone(),
+        pfx_password: run.pfx_password()?,
         key_password,
         ..BatchOptions::default()
-    }
+    })
 }
 
 fn print_steps(steps: &[Step]) {
@@ -461,12 +496,18 @@ async fn onboard_x509(args: OnboardX509Args, global: &GlobalArgs) -> CliResult {
     if let Some(s) = &source {
         s.validate()?;
     }
-    let key_password = args.run.key_password()?;
+    let dps = args.dps.resolve(global)?;
+    // Only devices get bundle keys: a run that sets up the group alone needs no password.
+    let key_password = match &source {
+        Some(_) => args.run.key_password()?,
+        None => None,
+    };
+    let ca_password = ca_password(args.ca_password_file.as_deref())?;
     let root_key = PathBuf::from(format!("{}_key.pem", args.ca.display()));
-    if args.ca_password.is_none() && !args.run.no_password && !root_key.exists() {
+    if ca_password.is_none() && !args.run.no_password && !root_key.exists() {
         return Err(
-            "no password for the new CA key: give --ca-password (or IOTC_CA_PASSWORD), \
-or pass --no-password"
+            "no password for the new CA key: give --ca-password-file FILE (or set \
+IOTC_CA_PASSWORD), or pass --no-password"
                 .into(),
         );
     }
@@ -474,10 +515,10 @@ or pass --no-password"
     let spec = CaSpec {
         root: args.ca.clone(),
         intermediate: args.intermediate.clone(),
-        password: args.ca_password.clone(),
+        password: ca_password,
         name: group.to_owned(),
     };
-    let cas = onboard::ensure_ca(&spec, &mut steps)?;
+    let cas = onboard::ensure_ca(&spec, &mut steps).map_err(with_ca_password_hint)?;
     onboard::ensure_x509_group(
         &client,
         group,
@@ -489,7 +530,7 @@ or pass --no-password"
     let Some(source) = source else {
         return finish(&steps, None, global);
     };
-    let scope = id_scope(global, &args.dps, group).await?;
+    let scope = id_scope(global, &dps, group).await?;
     let journal = onboarding_journal(
         &args.out,
         group,
@@ -497,9 +538,9 @@ or pass --no-password"
         &source,
         Some(cas.signing()),
     )?;
-    let services = RealServices::new(client, dps_options(global, &args.dps)?, scope.clone());
+    let services = RealServices::new(client, dps_options(&dps)?, scope.clone());
     let issuer = X509Issuer::new(Arc::new(cas.into_signing()), LeafOptions::default());
-    let opts = batch_options(&args.run, &args.out, &scope, &args.dps, true, key_password);
+    let opts = batch_options(&args.run, &args.out, &scope, &dps, true, key_password)?;
     let report = run_and_report(
         journal,
         services,
@@ -531,15 +572,16 @@ async fn onboard_symmetric(args: OnboardSymmetricArgs, global: &GlobalArgs) -> C
     if let Some(s) = &source {
         s.validate()?;
     }
+    let dps = args.dps.resolve(global)?;
     let mut steps = Vec::new();
     let key = onboard::ensure_symmetric_group(&client, group, &mut steps).await?;
     let Some(source) = source else {
         return finish(&steps, None, global);
     };
-    let scope = id_scope(global, &args.dps, group).await?;
+    let scope = id_scope(global, &dps, group).await?;
     let journal = onboarding_journal(&args.out, group, Attestation::SymmetricKey, &source, None)?;
-    let services = RealServices::new(client, dps_options(global, &args.dps)?, scope.clone());
-    let opts = batch_options(&args.run, &args.out, &scope, &args.dps, true, None);
+    let services = RealServices::new(client, dps_options(&dps)?, scope.clone());
+    let opts = batch_options(&args.run, &args.out, &scope, &dps, true, None)?;
     let report = run_and_report(
         journal,
         services,
@@ -591,6 +633,7 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
     }
 
     // 2. The group decides how devices attest.
+    let dps = args.dps.resolve(global)?;
     let client = config::client(global)?;
     let group = args.group.as_str();
     let g = client
@@ -606,10 +649,18 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
         Attestation::SymmetricKey => None,
     };
     let ca = match (attestation, &args.ca) {
-        (Attestation::X509, Some(prefix)) => Some(
-            Authority::load(prefix, args.ca_password.as_ref().map(Secret::expose))
-                .map_err(|e| format!("cannot load the CA {}: {e}", prefix.display()))?,
-        ),
+        (Attestation::X509, Some(prefix)) => {
+            let password = ca_password(args.ca_password_file.as_deref())?;
+            Some(
+                Authority::load(prefix, password.as_ref().map(Secret::expose)).map_err(|e| {
+                    format!(
+                        "cannot load the CA {}: {e}{}",
+                        prefix.display(),
+                        super::cert::ca_password_hint(&e)
+                    )
+                })?,
+            )
+        }
         (Attestation::X509, None) => {
             return Err(format!(
                 "group {group} is an x509 group: pass --ca PREFIX (the CA that signs device certificates)"
@@ -630,7 +681,7 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
     if attestation == Attestation::SymmetricKey && group_key.is_none() {
         return Err(format!("group {group} returned no symmetric key").into());
     }
-    let scope = id_scope(global, &args.dps, group).await?;
+    let scope = id_scope(global, &dps, group).await?;
 
     // 3. The journal.
     if args.resume {
@@ -673,7 +724,7 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
                 Attestation::X509 => "x509",
                 Attestation::SymmetricKey => "symmetric key",
             },
-            args.dps.dps_endpoint,
+            dps.endpoint,
             ca.as_ref()
                 .map(|c| format!(", devices signed by {}", c.subject()))
                 .unwrap_or_default(),
@@ -713,15 +764,15 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
         .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
 
     // 4. Run.
-    let services = RealServices::new(client, dps_options(global, &args.dps)?, scope.clone());
+    let services = RealServices::new(client, dps_options(&dps)?, scope.clone());
     let opts = batch_options(
         &args.run,
         &args.out,
         &scope,
-        &args.dps,
+        &dps,
         global.output != super::output::OutputFormat::Json,
         key_password,
-    );
+    )?;
     let report_path = args
         .report
         .clone()

@@ -117,8 +117,8 @@ impl Default for EmulatorConfig {
 }
 
 /// What a client needs to use a running emulator (printed as one JSON line and written to
-/// `<data-dir>/emulator.json`).
-#[derive(Debug, Clone, Serialize)]
+/// `<data-dir>/emulator.json`, which `iotc config set --emulator` reads back).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReadyInfo {
     /// Base URL of the IoT Central API (the client appends `/api/...`).
