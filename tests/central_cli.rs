@@ -859,3 +859,116 @@ fn a_cli_run_rides_out_throttling_and_faults() {
     let listed = j(&emu, &["device", "list", "--max-page-size", "1"]);
     assert_eq!(ids(&listed).len(), 6);
 }
+
+/// The usage line of a parse error, and the whole stderr.
+fn usage_error(emu: &Emu, args: &[&str]) -> (String, String) {
+    let out = emu
+        .iotc()
+        .env("IOTC_ID_SCOPE", "0ne00000001")
+        .env("IOTC_DPS_ENDPOINT", &emu.api_url)
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let usage = stderr
+        .lines()
+        .find(|l| l.starts_with("Usage: "))
+        .unwrap_or_else(|| panic!("no usage line in {stderr}"))
+        .to_owned();
+    (usage, stderr)
+}
+
+#[test]
+fn usage_errors_name_what_is_missing_not_the_environment() {
+    // Regression: with IOTC_APP_URL, IOTC_API_TOKEN and IOTC_CA_FILE exported (as every user
+    // of the emulator has them), the usage line of a parse error listed
+    // `--app <APP> --token <TOKEN> --ca-file <CA_FILE>` as if the command required them.
+    let emu = Emu::start();
+    let (usage, stderr) = usage_error(&emu, &["device", "attestation", "set"]);
+    assert_eq!(usage, "Usage: iotc device attestation set <ID>", "{stderr}");
+    assert!(
+        stderr.contains("required arguments were not provided"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("<ID>"), "{stderr}");
+
+    let (usage, stderr) = usage_error(
+        &emu,
+        &[
+            "device",
+            "attestation",
+            "set",
+            "d1",
+            "--primary-key",
+            "AAAA",
+        ],
+    );
+    assert!(
+        stderr.contains("--symmetric-key"),
+        "names what is missing: {stderr}"
+    );
+    assert_eq!(
+        usage,
+        "Usage: iotc device attestation set --symmetric-key --primary-key <PRIMARY_KEY> <ID>",
+        "{stderr}"
+    );
+
+    // Every command, not only this one: a conflict, a subcommand elsewhere, and the workflow
+    // commands' own environment variables (IOTC_ID_SCOPE, IOTC_DPS_ENDPOINT).
+    let (usage, stderr) = usage_error(
+        &emu,
+        &[
+            "device",
+            "attestation",
+            "set",
+            "d1",
+            "--cert",
+            "a.pem",
+            "--tpm",
+            "k",
+        ],
+    );
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    assert_eq!(
+        usage, "Usage: iotc device attestation set --cert <CERT> <ID>",
+        "{stderr}"
+    );
+    let (usage, stderr) = usage_error(&emu, &["org", "create", "seattle"]);
+    assert!(stderr.contains("--display-name"), "{stderr}");
+    assert!(!usage.contains("--app"), "{stderr}");
+    let (usage, stderr) = usage_error(&emu, &["provision", "--group", "g", "--out", "o"]);
+    assert!(stderr.contains("--journal"), "{stderr}");
+    for env_backed in [
+        "--app",
+        "--token",
+        "--ca-file",
+        "--id-scope",
+        "--dps-endpoint",
+    ] {
+        assert!(!usage.contains(env_backed), "{env_backed} in {usage}");
+    }
+    // A value typed on the command line still shows.
+    let (usage, _) = usage_error(&emu, &["device", "attestation", "set", "--app", "x"]);
+    assert!(usage.contains("--app <APP>"), "{usage}");
+
+    // The help says why --primary-key needs --symmetric-key.
+    let help = emu
+        .bare_iotc()
+        .args(["device", "attestation", "set", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let primary = help
+        .split("--primary-key <PRIMARY_KEY>")
+        .nth(1)
+        .and_then(|s| s.split("\n\n").next())
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        primary.contains("Needs --symmetric-key"),
+        "--primary-key help says what it needs: {primary}"
+    );
+}

@@ -129,7 +129,7 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_ERROR } else { EXIT_OK };
-            let _ = e.print();
+            let _ = without_env_in_usage(e).print();
             return code;
         }
     };
@@ -139,6 +139,33 @@ pub fn main() -> i32 {
             print_error(e.as_ref());
             EXIT_ERROR
         }
+    }
+}
+
+/// clap counts a value read from the environment (`IOTC_APP_URL`, `IOTC_ID_SCOPE`, ...) as
+/// given, so the usage line of a parse error listed `--app <APP> --token <TOKEN>` as if the
+/// command needed them. The same arguments parsed again with the environment left out give
+/// the same error with a usage line of only what was typed and what is missing; it is used
+/// when it is that same error (a conflict with an environment value does not come back, and
+/// then the first error stands).
+fn without_env_in_usage(e: clap::Error) -> clap::Error {
+    use clap::error::ContextKind;
+    use clap::CommandFactory;
+    fn no_env(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|a| a.env(None)).mut_subcommands(no_env)
+    }
+    if e.get(ContextKind::Usage).is_none() {
+        return e;
+    }
+    match no_env(Cli::command()).try_get_matches_from(std::env::args_os()) {
+        Err(again)
+            if again.kind() == e.kind()
+                && again.get(ContextKind::InvalidArg).map(ToString::to_string)
+                    == e.get(ContextKind::InvalidArg).map(ToString::to_string) =>
+        {
+            again
+        }
+        _ => e,
     }
 }
 

@@ -643,10 +643,11 @@ iotc device attestation set dev-1 --tpm \"$ENDORSEMENT_KEY\""
         /// Symmetric-key attestation (keys generated unless --primary-key/--secondary-key).
         #[arg(long, conflicts_with_all = ["cert", "tpm"])]
         symmetric_key: bool,
-        /// Primary key (base64).
+        /// Primary key (base64 of 16 to 64 bytes). Needs --symmetric-key: that flag chooses
+        /// the kind of attestation, and a key belongs to a symmetric-key one only.
         #[arg(long, requires = "symmetric_key")]
         primary_key: Option<String>,
-        /// Secondary key (base64).
+        /// Secondary key (base64 of 16 to 64 bytes). Needs --symmetric-key, as --primary-key.
         #[arg(long, requires = "symmetric_key")]
         secondary_key: Option<String>,
         /// X.509 attestation: the device's certificate (PEM or DER).
