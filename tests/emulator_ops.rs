@@ -244,18 +244,9 @@ async fn concurrent_writers_lose_nothing() {
     assert_eq!(n, 200);
 }
 
-#[tokio::test]
-async fn the_binary_prints_the_ready_line_and_stops_on_sigterm() {
+/// The first line `iotc emulator` prints on stdout, which must be one JSON object.
+async fn ready_line(child: &mut std::process::Child) -> serde_json::Value {
     use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iotc"))
-        .args(["emulator", "--data-dir"])
-        .arg(dir.path())
-        .args(["--api-listen", "127.0.0.1:0", "--rate-limit", "off"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     let stdout = child.stdout.take().unwrap();
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
@@ -266,7 +257,21 @@ async fn the_binary_prints_the_ready_line_and_stops_on_sigterm() {
     })
     .await
     .unwrap();
-    let ready: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+    serde_json::from_str(line.trim()).expect("one JSON line")
+}
+
+#[tokio::test]
+async fn the_binary_prints_the_ready_line_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iotc"))
+        .args(["emulator", "--data-dir"])
+        .arg(dir.path())
+        .args(["--api-listen", "127.0.0.1:0", "--rate-limit", "off"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = ready_line(&mut child).await;
     let file: serde_json::Value = serde_json::from_str(
         std::fs::read_to_string(dir.path().join("emulator.json"))
             .unwrap()
@@ -343,7 +348,6 @@ fn secret_file_modes(dir: &std::path::Path) -> Vec<(String, u32)> {
 /// returns the child, still running, so the `-wal` and `-shm` files exist.
 #[cfg(unix)]
 async fn emulator_with_group_keys(dir: &std::path::Path) -> std::process::Child {
-    use std::io::BufRead;
     let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg("umask 000; exec \"$0\" emulator --data-dir \"$1\" --rate-limit off")
@@ -353,17 +357,7 @@ async fn emulator_with_group_keys(dir: &std::path::Path) -> std::process::Child 
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
-        line
-    })
-    .await
-    .unwrap();
-    let ready: serde_json::Value = serde_json::from_str(line.trim()).expect("ready line");
+    let ready = ready_line(&mut child).await;
     let http = client_for(&std::fs::read(ready["caCert"].as_str().unwrap()).unwrap());
     let r = http
         .put(format!(
