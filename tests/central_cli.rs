@@ -848,3 +848,364 @@ fn a_cli_run_rides_out_throttling_and_faults() {
     let listed = j(&emu, &["device", "list", "--max-page-size", "1"]);
     assert_eq!(ids(&listed).len(), 6);
 }
+
+/// The usage line of the parse error of `iotc ARGS` (split at spaces), and the whole stderr.
+fn usage_error(emu: &Emu, args: &str) -> (String, String) {
+    let out = emu
+        .iotc()
+        .env("IOTC_ID_SCOPE", "0ne00000001")
+        .env("IOTC_DPS_ENDPOINT", &emu.api_url)
+        .args(args.split_whitespace())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let usage = stderr
+        .lines()
+        .find(|l| l.starts_with("Usage: "))
+        .unwrap_or_else(|| panic!("no usage line in {stderr}"))
+        .to_owned();
+    (usage, stderr)
+}
+
+#[test]
+fn usage_errors_name_what_is_missing_not_the_environment() {
+    // Regression: with IOTC_APP_URL, IOTC_API_TOKEN and IOTC_CA_FILE exported (as every user
+    // of the emulator has them), the usage line of a parse error listed
+    // `--app <APP> --token <TOKEN> --ca-file <CA_FILE>` as if the command required them.
+    let emu = Emu::start();
+    let (usage, stderr) = usage_error(&emu, "device attestation set");
+    assert_eq!(usage, "Usage: iotc device attestation set <ID>", "{stderr}");
+    assert!(
+        stderr.contains("required arguments were not provided"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("<ID>"), "{stderr}");
+
+    let (usage, stderr) = usage_error(&emu, "device attestation set d1 --primary-key AAAA");
+    assert!(
+        stderr.contains("--symmetric-key"),
+        "names what is missing: {stderr}"
+    );
+    assert_eq!(
+        usage,
+        "Usage: iotc device attestation set --symmetric-key --primary-key <PRIMARY_KEY> <ID>",
+        "{stderr}"
+    );
+
+    // Every command, not only this one: a conflict, a subcommand elsewhere, and the workflow
+    // commands' own environment variables (IOTC_ID_SCOPE, IOTC_DPS_ENDPOINT).
+    let (usage, stderr) = usage_error(&emu, "device attestation set d1 --cert a.pem --tpm k");
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    assert_eq!(
+        usage, "Usage: iotc device attestation set --cert <CERT> <ID>",
+        "{stderr}"
+    );
+    let (usage, stderr) = usage_error(&emu, "org create seattle");
+    assert!(stderr.contains("--display-name"), "{stderr}");
+    assert!(!usage.contains("--app"), "{stderr}");
+    let (usage, stderr) = usage_error(&emu, "provision --group g --out o");
+    assert!(stderr.contains("--journal"), "{stderr}");
+    for env_backed in [
+        "--app",
+        "--token",
+        "--ca-file",
+        "--id-scope",
+        "--dps-endpoint",
+    ] {
+        assert!(!usage.contains(env_backed), "{env_backed} in {usage}");
+    }
+    // A value typed on the command line still shows.
+    let (usage, _) = usage_error(&emu, "device attestation set --app x");
+    assert!(usage.contains("--app <URL>"), "{usage}");
+
+    // The help says why --primary-key needs --symmetric-key.
+    let help = emu
+        .bare_iotc()
+        .args(["device", "attestation", "set", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let primary = help
+        .split("--primary-key <PRIMARY_KEY>")
+        .nth(1)
+        .and_then(|s| s.split("\n\n").next())
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        primary.contains("Needs --symmetric-key"),
+        "--primary-key help says what it needs: {primary}"
+    );
+}
+
+/// SHA-1 thumbprint as openssl computes it (uppercase hex, no colons).
+fn openssl_sha1(cert: &str) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha1", "-in", cert])
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "")
+        .to_uppercase()
+}
+
+#[test]
+fn device_attestation_update_sends_a_typed_merge_patch() {
+    let emu = Emu::start();
+    let ca = root_ca();
+    let mut certs = Vec::new();
+    for name in ["cam-1", "cam-1-next"] {
+        let leaf = ca
+            .issue_device(
+                &iotc::ids::RegistrationId::new(name).unwrap(),
+                &Default::default(),
+            )
+            .unwrap();
+        certs.push(write(
+            emu.dir.path(),
+            &format!("{name}_cert.pem"),
+            &leaf.cert_pem,
+        ));
+    }
+    for id in ["sk-1", "cam-1", "tpm-1", "bare-1"] {
+        j(&emu, &["device", "create", id, "--display-name", id]);
+    }
+    let k1 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let k2 = "HxwdGhsYGRYXFBUSExAREA4PDA0KCwgJBgcEBQIDAAE=";
+
+    // Symmetric keys: one key changes, the other stays (merge-patch semantics).
+    j(
+        &emu,
+        &[
+            "device",
+            "attestation",
+            "set",
+            "sk-1",
+            "--symmetric-key",
+            "--primary-key",
+            k1,
+            "--secondary-key",
+            k1,
+        ],
+    );
+    let a = j(
+        &emu,
+        &[
+            "device",
+            "attestation",
+            "update",
+            "sk-1",
+            "--secondary-key",
+            k2,
+        ],
+    );
+    assert_eq!(a["type"], "symmetricKey");
+    assert_eq!(a["symmetricKey"]["primaryKey"], k1);
+    assert_eq!(a["symmetricKey"]["secondaryKey"], k2);
+    let got = j(&emu, &["device", "attestation", "get", "sk-1"]);
+    assert_eq!(got, a, "the change is stored");
+    emu.iotc()
+        .args([
+            "device",
+            "attestation",
+            "update",
+            "sk-1",
+            "--primary-key",
+            "short",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "--primary-key is not valid base64",
+        ));
+
+    // X.509: add a secondary certificate, then remove it; the primary stays.
+    j(
+        &emu,
+        &["device", "attestation", "set", "cam-1", "--cert", &certs[0]],
+    );
+    let a = j(
+        &emu,
+        &[
+            "device",
+            "attestation",
+            "update",
+            "cam-1",
+            "--secondary-cert",
+            &certs[1],
+        ],
+    );
+    let client_certs = &a["x509"]["clientCertificates"];
+    assert_eq!(
+        client_certs["primary"]["info"]["sha1Thumbprint"],
+        openssl_sha1(&certs[0]).as_str()
+    );
+    assert_eq!(
+        client_certs["secondary"]["info"]["sha1Thumbprint"],
+        openssl_sha1(&certs[1]).as_str()
+    );
+    let table = t(&emu, &["device", "attestation", "get", "cam-1"]);
+    assert!(table.contains("x509 secondary"), "{table}");
+    let a = j(
+        &emu,
+        &[
+            "device",
+            "attestation",
+            "update",
+            "cam-1",
+            "--remove-secondary-cert",
+        ],
+    );
+    assert!(
+        a["x509"]["clientCertificates"].get("secondary").is_none(),
+        "{a}"
+    );
+    assert_eq!(
+        a["x509"]["clientCertificates"]["primary"]["info"]["sha1Thumbprint"],
+        openssl_sha1(&certs[0]).as_str()
+    );
+
+    // A key on an X.509 attestation: the typed patch makes it a symmetric-key one with one
+    // key, which the service refuses; nothing changes.
+    emu.iotc()
+        .args([
+            "device",
+            "attestation",
+            "update",
+            "cam-1",
+            "--primary-key",
+            k1,
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("secondaryKey"));
+    assert_eq!(
+        j(&emu, &["device", "attestation", "get", "cam-1"])["type"],
+        "x509"
+    );
+
+    // TPM.
+    j(
+        &emu,
+        &["device", "attestation", "set", "tpm-1", "--tpm", k1],
+    );
+    let a = j(
+        &emu,
+        &["device", "attestation", "update", "tpm-1", "--tpm", k2],
+    );
+    assert_eq!(a["tpm"]["endorsementKey"], k2);
+
+    // A device without an attestation: 404; no change given, or two kinds: usage errors.
+    emu.iotc()
+        .args(["device", "attestation", "update", "bare-1", "--tpm", k1])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("404"));
+    emu.iotc()
+        .args(["device", "attestation", "update", "sk-1"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "required arguments were not provided",
+        ));
+    emu.iotc()
+        .args([
+            "device",
+            "attestation",
+            "update",
+            "sk-1",
+            "--cert",
+            &certs[0],
+            "--tpm",
+            k1,
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot be used with"));
+
+    // The emulator refuses a patch whose member does not fit the attestation's type (merged
+    // in and ignored, it would have answered 200 for nothing).
+    let c = emu.client();
+    let err =
+        emu.block_on(c.update_device_attestation(
+            "sk-1",
+            &serde_json::json!({"tpm": {"endorsementKey": k1}}),
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("400"), "{err}");
+    assert_eq!(
+        j(&emu, &["device", "attestation", "get", "sk-1"])["symmetricKey"]["secondaryKey"],
+        k2
+    );
+}
+
+#[test]
+fn create_checks_the_id_before_anything_is_sent() {
+    let emu = Emu::start();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["org", "create", "Bad_Org", "--display-name", "x"],
+            "organization id",
+        ),
+        (
+            &[
+                "user",
+                "create",
+                "bad user",
+                "--email",
+                "a@contoso.com",
+                "--role",
+                "operator",
+            ],
+            "user id",
+        ),
+        (
+            &["device", "create", "bad dev", "--display-name", "x"],
+            "device id",
+        ),
+        (
+            &[
+                "device-group",
+                "create",
+                "bad group",
+                "--display-name",
+                "x",
+                "--filter",
+                "SELECT * FROM devices",
+            ],
+            "device group id",
+        ),
+        (
+            &[
+                "enrollment-group",
+                "create",
+                "bad_group",
+                "--display-name",
+                "x",
+                "--attestation",
+                "x509",
+            ],
+            "enrollment group id",
+        ),
+    ];
+    for (args, kind) in cases {
+        let out = emu.iotc().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid {kind}")),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("failed: HTTP"),
+            "{args:?} was refused by the service, not before sending: {stderr}"
+        );
+    }
+}

@@ -244,18 +244,9 @@ async fn concurrent_writers_lose_nothing() {
     assert_eq!(n, 200);
 }
 
-#[tokio::test]
-async fn the_binary_prints_the_ready_line_and_stops_on_sigterm() {
+/// The first line `iotc emulator` prints on stdout, which must be one JSON object.
+async fn ready_line(child: &mut std::process::Child) -> serde_json::Value {
     use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iotc"))
-        .args(["emulator", "--data-dir"])
-        .arg(dir.path())
-        .args(["--api-listen", "127.0.0.1:0", "--rate-limit", "off"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     let stdout = child.stdout.take().unwrap();
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
@@ -266,7 +257,21 @@ async fn the_binary_prints_the_ready_line_and_stops_on_sigterm() {
     })
     .await
     .unwrap();
-    let ready: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+    serde_json::from_str(line.trim()).expect("one JSON line")
+}
+
+#[tokio::test]
+async fn the_binary_prints_the_ready_line_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iotc"))
+        .args(["emulator", "--data-dir"])
+        .arg(dir.path())
+        .args(["--api-listen", "127.0.0.1:0", "--rate-limit", "off"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = ready_line(&mut child).await;
     let file: serde_json::Value = serde_json::from_str(
         std::fs::read_to_string(dir.path().join("emulator.json"))
             .unwrap()
@@ -317,4 +322,102 @@ async fn the_binary_prints_the_ready_line_and_stops_on_sigterm() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rate limit"));
+}
+
+/// Modes of the files of an emulator data folder that hold secrets.
+#[cfg(unix)]
+fn secret_file_modes(dir: &std::path::Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    [
+        "emulator.db",
+        "emulator.db-wal",
+        "emulator.db-shm",
+        "ca_key.pem",
+        "emulator.json",
+    ]
+    .iter()
+    .map(|f| {
+        let meta = std::fs::metadata(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        (f.to_string(), meta.permissions().mode() & 0o777)
+    })
+    .collect()
+}
+
+/// Starts `iotc emulator` under `umask 000` (the most permissive), waits for its ready line,
+/// stores a symmetric-key enrollment group (its keys land in the database in clear) and
+/// returns the child, still running, so the `-wal` and `-shm` files exist.
+#[cfg(unix)]
+async fn emulator_with_group_keys(dir: &std::path::Path) -> std::process::Child {
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 000; exec \"$0\" emulator --data-dir \"$1\" --rate-limit off")
+        .arg(env!("CARGO_BIN_EXE_iotc"))
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = ready_line(&mut child).await;
+    let http = client_for(&std::fs::read(ready["caCert"].as_str().unwrap()).unwrap());
+    let r = http
+        .put(format!(
+            "{}/api/enrollmentGroups/keys?api-version={GA}",
+            ready["apiUrl"].as_str().unwrap()
+        ))
+        .header("Authorization", ready["adminToken"].as_str().unwrap())
+        .json(&json!({"displayName": "k", "type": "iot", "attestation": {"type": "symmetricKey"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    child
+}
+
+#[cfg(unix)]
+fn stop(mut child: std::process::Child) {
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(child.wait().unwrap().success());
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn every_file_holding_a_secret_is_0600_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("emu");
+    let child = emulator_with_group_keys(&dir).await;
+    let mut db = std::fs::read(dir.join("emulator.db")).unwrap();
+    db.extend(std::fs::read(dir.join("emulator.db-wal")).unwrap());
+    assert!(
+        String::from_utf8_lossy(&db).contains("primaryKey"),
+        "the group keys are in the database files in clear (hence 0600)"
+    );
+    for (file, mode) in secret_file_modes(&dir) {
+        assert_eq!(mode, 0o600, "{file} has mode {mode:o}");
+    }
+    let dir_mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dir_mode, 0o700, "the data folder the emulator made");
+    // Killed, as in a crash: the -wal and -shm files stay, with the committed keys in them.
+    let mut child = child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A data folder left so by an earlier version, every file 0644, is narrowed on start
+    // (SQLite itself fixes only the sidecars it finds empty).
+    for (f, _) in secret_file_modes(&dir) {
+        assert!(
+            std::fs::metadata(dir.join(&f)).unwrap().len() > 0,
+            "{f} left whole"
+        );
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let child = emulator_with_group_keys(&dir).await;
+    for (file, mode) in secret_file_modes(&dir) {
+        assert_eq!(mode, 0o600, "after a restart, {file} has mode {mode:o}");
+    }
+    stop(child);
 }

@@ -150,21 +150,201 @@ fn a_clean_batch_creates_registers_and_bundles_every_device() {
         ));
 }
 
+/// Every file of the scratch folder (but the emulator's own data folder) with its length and
+/// modification time.
+fn tree(emu: &Emu) -> BTreeMap<std::path::PathBuf, (u64, std::time::SystemTime)> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![emu.dir.path().to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.path() == emu.path("emulator") {
+                continue;
+            }
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(e.path());
+            }
+            out.insert(e.path(), (meta.len(), meta.modified().unwrap()));
+        }
+    }
+    out
+}
+
 #[test]
-fn a_dry_run_does_nothing() {
+fn a_dry_run_prints_the_plan_of_every_device_and_does_nothing() {
     let emu = Emu::start(None);
     make_group(&emu, "line-d");
     manifest(&emu, 5);
+    let before = tree(&emu);
     let mut args = provision_args("line-d");
     args.push("--dry-run".into());
-    emu.cmd()
-        .args(&args)
-        .assert()
-        .success()
-        .stdout(predicates::str::contains("would provision 5 device(s)"));
+    let out = emu.cmd().args(&args).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("would provision 5 device(s)"), "{table}");
+    assert!(table.contains("nothing was done"), "{table}");
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("m-")).collect();
+    assert_eq!(rows.len(), 5, "one row per device: {table}");
+    for row in rows {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            &cells[1..],
+            ["provision", "planned", "issue", "create", "register"],
+            "{row}"
+        );
+    }
+    args.extend(["--output".into(), "json".into()]);
+    let out = emu.cmd().args(&args).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["dryRun"], true);
+    assert_eq!(plan["groupId"], "line-d");
+    let devices = plan["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 5);
+    assert_eq!(devices[4]["deviceId"], "m-0005");
+    for d in devices {
+        assert_eq!(d["action"], "provision", "{d}");
+        assert_eq!(d["createDevice"], true, "{d}");
+        assert_eq!(d["register"], true, "{d}");
+    }
+    // Nothing was done: no file written or touched, nothing in the emulator.
+    assert_eq!(tree(&emu), before, "a dry run writes no file");
     assert!(!emu.path("line.journal").exists());
     assert!(!emu.path("out").exists());
     assert!(emu.devices().is_empty());
+}
+
+#[test]
+fn the_report_lists_every_device_with_its_outcome_across_runs() {
+    let emu = Emu::start(None);
+    make_group(&emu, "line-r");
+    // m-0003 names an organization that does not exist yet: IoT Central refuses the device
+    // (a permanent error), the others go through.
+    std::fs::write(
+        emu.path("line.csv"),
+        "deviceId,displayName,organization\nm-0001,A,\nm-0002,B,\nm-0003,C,nowhere\nm-0004,D,\n",
+    )
+    .unwrap();
+    let out = emu.cmd().args(provision_args("line-r")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let summary = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        summary.contains(&format!(
+            "every device and its outcome: {}",
+            std::path::Path::new("out").join("report.json").display()
+        )),
+        "the summary says where the full list is: {summary}"
+    );
+    assert!(
+        !summary.contains("m-0001"),
+        "the summary stays short: {summary}"
+    );
+    let outcomes = |r: &serde_json::Value| -> Vec<(String, String)> {
+        r["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["deviceId"].as_str().unwrap().to_owned(),
+                    d["outcome"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    let r = report(&emu);
+    assert_eq!(
+        outcomes(&r),
+        pairs(&[
+            ("m-0001", "done"),
+            ("m-0002", "done"),
+            ("m-0003", "failed"),
+            ("m-0004", "done")
+        ])
+    );
+    let failed = &r["devices"][2];
+    assert!(
+        failed["reason"].as_str().unwrap().contains("nowhere"),
+        "{failed}"
+    );
+    assert_eq!(failed["attempts"], 1, "a permanent error is not retried");
+    assert_eq!(failed["state"], "cert_issued");
+
+    // The plan of the resume: done devices skipped, m-0003 picks up where it stopped.
+    let mut resume = provision_args("line-r");
+    resume.push("--resume".into());
+    let mut dry = resume.clone();
+    dry.extend(["--dry-run".into(), "--output".into(), "json".into()]);
+    let out = emu.cmd().args(&dry).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let actions: Vec<&str> = plan["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["skip", "skip", "resume", "skip"]);
+    let d3 = &plan["devices"][2];
+    assert_eq!(
+        (
+            &d3["from"],
+            &d3["issueCredential"],
+            &d3["createDevice"],
+            &d3["register"]
+        ),
+        (
+            &"cert_issued".into(),
+            &false.into(),
+            &true.into(),
+            &true.into()
+        ),
+        "{d3}"
+    );
+    assert!(
+        d3["lastError"].as_str().unwrap().contains("nowhere"),
+        "{d3}"
+    );
+    let table = emu.cmd().args(&resume).arg("--dry-run").output().unwrap();
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("m-0001") && l.contains("skip (done)")),
+        "{table}"
+    );
+
+    // With the organization in place the resume finishes m-0003 and skips the others; the
+    // report printed with --output json is the same document as the file.
+    emu.cmd()
+        .args(["org", "create", "nowhere", "--display-name", "Nowhere"])
+        .assert()
+        .success();
+    let out = emu
+        .cmd()
+        .args(&resume)
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        outcomes(&printed),
+        pairs(&[
+            ("m-0001", "skipped"),
+            ("m-0002", "skipped"),
+            ("m-0003", "done"),
+            ("m-0004", "skipped")
+        ])
+    );
+    assert_eq!(outcomes(&report(&emu)), outcomes(&printed));
+    assert_eq!(printed["outcome"], "complete");
 }
 
 #[test]
@@ -294,10 +474,20 @@ fn ctrl_c_stops_cleanly_with_a_report_and_resume_finishes_the_batch() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
-    // The report is written and says the batch is not finished.
+    // The report is written and says the batch is not finished; it lists every device, the
+    // ones the interrupt left out as pending.
     let r = report(&emu);
     assert!(r["pending"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(r["failed"], 0, "{r}");
+    let devices = r["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), n, "{r}");
+    let count = |o: &str| devices.iter().filter(|d| d["outcome"] == o).count() as u64;
+    assert_eq!(count("pending"), r["pending"].as_u64().unwrap(), "{r}");
+    assert_eq!(
+        count("done"),
+        r["completedThisRun"].as_u64().unwrap(),
+        "{r}"
+    );
     // --resume finishes the batch: every device registered once, every bundle whole.
     emu.settings(serde_json::json!({"faults": {"latencyMs": 0}}));
     let mut resume = provision_args("line-c");

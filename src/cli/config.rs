@@ -36,6 +36,8 @@ pub const ENV_CA_FILE: &str = "IOTC_CA_FILE";
 pub const ENV_DPS_ENDPOINT: &str = "IOTC_DPS_ENDPOINT";
 /// The environment variable of the DPS ID scope (`--id-scope`).
 pub const ENV_ID_SCOPE: &str = "IOTC_ID_SCOPE";
+/// The environment variable naming the profile to use.
+pub const ENV_PROFILE: &str = "IOTC_PROFILE";
 
 /// One named profile.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -143,10 +145,11 @@ pub fn selected_profile(global: &GlobalArgs) -> Result<Profile, CliError> {
         Some(p) => ConfigFile::load(p)?,
         None => ConfigFile::default(),
     };
-    match global.profile.as_deref().or(file.default.as_deref()) {
+    let chosen = global.profile.clone().or_else(|| process_env(ENV_PROFILE));
+    match chosen.as_deref().or(file.default.as_deref()) {
         Some(name) => match file.profiles.get(name) {
             Some(p) => Ok(p.clone()),
-            None if global.profile.is_some() => Err(format!(
+            None if chosen.is_some() => Err(format!(
                 "no profile {name:?} in {} (see `iotc config list`)",
                 path.as_deref().unwrap_or(Path::new("?")).display()
             )
@@ -569,6 +572,7 @@ pub fn run(cmd: ConfigCommand, global: &GlobalArgs) -> CliResult {
         ConfigCommand::Show { name } => {
             let name = name
                 .or(global.profile.clone())
+                .or_else(|| process_env(ENV_PROFILE))
                 .or(file.default.clone())
                 .ok_or("no profile given and no default profile")?;
             let p = file

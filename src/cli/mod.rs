@@ -71,8 +71,8 @@ pub struct GlobalArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = output::OutputFormat::Table, global = true)]
     pub output: output::OutputFormat,
-    /// Named profile from the config file (see `iotc config`).
-    #[arg(long, env = "IOTC_PROFILE", global = true)]
+    /// Named profile from the config file (see `iotc config`); or set IOTC_PROFILE.
+    #[arg(long, global = true)]
     pub profile: Option<String>,
 }
 

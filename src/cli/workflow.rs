@@ -5,7 +5,7 @@
 //! the global options, and hand over to the library; the exit code comes from the batch
 //! report (0 all done, 1 some device not done, 2 error).
 
-use super::{config, CliError, CliResult, GlobalArgs, EXIT_OK};
+use super::{config, CliError, CliResult, GlobalArgs, EXIT_OK, EXIT_PARTIAL};
 use crate::central::{Client, ClientOptions};
 use crate::cert::{Authority, LeafOptions};
 use crate::ids::{EnrollmentGroupId, IdScope, RegistrationId};
@@ -13,8 +13,10 @@ use crate::secret::Secret;
 use crate::workflow::journal::{Attestation, BatchMeta, Journal};
 use crate::workflow::manifest::Source;
 use crate::workflow::onboard::{self, CaSpec, Step};
-use crate::workflow::provision::{run_and_report, BatchOptions};
-use crate::workflow::report::Report;
+use crate::workflow::provision::{
+    plan_journal, plan_source, run_and_report, BatchOptions, PlannedAction, PlannedDevice,
+};
+use crate::workflow::report::{Outcome, Report};
 use crate::workflow::services::{RealServices, SymmetricKeyIssuer, X509Issuer};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -415,7 +417,70 @@ fn finish(steps: &[Step], report: Option<&Report>, global: &GlobalArgs) -> CliRe
             println!("bundles in {}", r.out_dir.display());
         }
     }
-    Ok(report.map(Report::exit_code).unwrap_or(EXIT_OK))
+    Ok(report.map(exit_code).unwrap_or(EXIT_OK))
+}
+
+/// The exit code of a batch that ran: 0 when every device is done, 1 otherwise.
+fn exit_code(report: &Report) -> i32 {
+    match report.outcome() {
+        Outcome::Complete => EXIT_OK,
+        Outcome::Partial => EXIT_PARTIAL,
+    }
+}
+
+/// What a dry run found, printed as a table or as one JSON document.
+struct DryRun<'a> {
+    headline: String,
+    context: serde_json::Value,
+    context_line: String,
+    plan: &'a [PlannedDevice],
+}
+
+fn print_plan(dry: DryRun<'_>, global: &GlobalArgs) -> CliResult {
+    if global.output == super::output::OutputFormat::Json {
+        let mut doc = dry.context;
+        doc["dryRun"] = true.into();
+        doc["devices"] = serde_json::to_value(dry.plan)?;
+        super::output::print_json(&doc)?;
+        return Ok(EXIT_OK);
+    }
+    println!("{}", dry.headline);
+    println!("{}", dry.context_line);
+    let mark = |yes: bool, what: &str| if yes { what.to_owned() } else { "-".into() };
+    let rows: Vec<Vec<String>> = dry
+        .plan
+        .iter()
+        .map(|d| {
+            vec![
+                d.device_id.clone(),
+                match d.action {
+                    PlannedAction::Provision => "provision",
+                    PlannedAction::Resume => "resume",
+                    PlannedAction::Skip => "skip (done)",
+                }
+                .into(),
+                d.from.to_string(),
+                mark(d.issue_credential, "issue"),
+                mark(d.create_device, "create"),
+                mark(d.register, "register"),
+                d.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    super::output::print_table(
+        &[
+            "DEVICE",
+            "ACTION",
+            "FROM",
+            "CREDENTIAL",
+            "IOT CENTRAL DEVICE",
+            "DPS",
+            "LAST ERROR",
+        ],
+        &rows,
+    );
+    println!("nothing was done");
+    Ok(EXIT_OK)
 }
 
 /// Opens the onboarding journal of `group` in `out` (made on first use) and plans the
@@ -700,38 +765,57 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
         }
     }
     if args.dry_run {
-        let line = match (&summary, args.resume) {
-            (Some(s), false) => format!(
-                "dry run: would provision {} device(s) ({} with an IoT Central device created first)",
-                s.devices, s.with_central_fields
+        let (headline, plan) = match (&summary, &source, args.resume) {
+            (Some(s), Some(src), false) => (
+                format!(
+                    "dry run: would provision {} device(s) ({} with an IoT Central device created first)",
+                    s.devices, s.with_central_fields
+                ),
+                plan_source(src)?,
             ),
             _ => {
                 let j = Journal::open(&args.journal)?;
                 let c = j.counts()?;
-                format!(
-                    "dry run: would resume {}: {} of {} device(s) left ({} failed before)",
-                    args.journal.display(),
-                    c.total - c.done,
-                    c.total,
-                    c.failed
+                (
+                    format!(
+                        "dry run: would resume {}: {} of {} device(s) left ({} failed before)",
+                        args.journal.display(),
+                        c.total - c.done,
+                        c.total,
+                        c.failed
+                    ),
+                    plan_journal(&j)?,
                 )
             }
         };
-        println!("{line}");
-        println!(
+        let signer = ca.as_ref().map(|c| c.subject().to_string());
+        let context_line = format!(
             "group {group} ({}), ID scope {scope}, DPS {}{}, bundles in {}",
             match attestation {
                 Attestation::X509 => "x509",
                 Attestation::SymmetricKey => "symmetric key",
             },
             dps.endpoint,
-            ca.as_ref()
-                .map(|c| format!(", devices signed by {}", c.subject()))
+            signer
+                .as_ref()
+                .map(|s| format!(", devices signed by {s}"))
                 .unwrap_or_default(),
             args.out.display()
         );
-        println!("nothing was done");
-        return Ok(EXIT_OK);
+        let context = serde_json::json!({
+            "groupId": group, "attestation": attestation, "idScope": scope.to_string(),
+            "dpsEndpoint": dps.endpoint, "signer": signer,
+            "journal": args.journal, "outDir": args.out, "resume": args.resume,
+        });
+        return print_plan(
+            DryRun {
+                headline,
+                context,
+                context_line,
+                plan: &plan,
+            },
+            global,
+        );
     }
     let journal = if args.resume {
         let mut j = Journal::open(&args.journal)?;
@@ -807,11 +891,7 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
         super::output::print_json(&report)?;
     } else {
         print!("{}", report.summary(20));
-        println!(
-            "report {}; bundles in {}",
-            report_path.display(),
-            args.out.display()
-        );
+        println!("bundles in {}", args.out.display());
     }
-    Ok(report.exit_code())
+    Ok(exit_code(&report))
 }

@@ -163,7 +163,15 @@ impl Emulator {
     /// until [`Emulator::shutdown`]. Prints nothing.
     pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir)
+        // A folder the emulator makes is its own (0700): it holds the CA key, the database
+        // and the admin token. A folder the user gave keeps its mode; the files in it are
+        // 0600 each.
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(dir)
             .map_err(|e| EmulatorError::Io(format!("create {}", dir.display()), e))?;
         let pki = tls::load_or_create(dir)?;
         let store = Arc::new(store::Store::open(&dir.join(store::DB_FILE))?);

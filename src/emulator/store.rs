@@ -52,8 +52,14 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (or creates) the database at `path` and applies the schema.
+    ///
+    /// The database holds enrollment-group keys and device keys in clear, so it is mode 0600
+    /// before SQLite opens it: SQLite would create it 0644, and it gives the `-wal` and `-shm`
+    /// files it creates later the mode of the database file. Sidecars left by an earlier
+    /// version with a wider mode are narrowed too.
     pub fn open(path: &Path) -> Result<Store, EmulatorError> {
         let db = |e: rusqlite::Error| EmulatorError::Store(format!("{}: {e}", path.display()));
+        make_private(path)?;
         let conn = Connection::open(path).map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db)?;
@@ -102,6 +108,22 @@ impl Store {
         tx.commit()?;
         Ok(out)
     }
+}
+
+/// Makes the database file (created empty if missing) and any `-wal`, `-shm` or `-journal`
+/// beside it mode 0600.
+fn make_private(path: &Path) -> Result<(), EmulatorError> {
+    let io = |p: &Path, e| EmulatorError::Io(format!("make {} private", p.display()), e);
+    super::tls::open_private(path, false).map_err(|e| io(path, e))?;
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let sidecar = Path::new(&name);
+        if sidecar.exists() {
+            super::tls::open_private(sidecar, false).map_err(|e| io(sidecar, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads one document.

@@ -58,6 +58,13 @@ pub fn load_or_create(data_dir: &Path) -> Result<Pki, EmulatorError> {
     let cert_path = data_dir.join(CA_CERT_FILE);
     let key_path = data_dir.join(CA_KEY_FILE);
     let ca = if cert_path.exists() && key_path.exists() {
+        // An earlier version may have left the key readable by others.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| EmulatorError::Io(format!("chmod {}", key_path.display()), e))?;
+        }
         let read = |p: &Path| {
             std::fs::read_to_string(p)
                 .map_err(|e| EmulatorError::Io(format!("read {}", p.display()), e))
@@ -115,22 +122,35 @@ pub fn load_or_create(data_dir: &Path) -> Result<Pki, EmulatorError> {
     })
 }
 
-/// Writes a private file with mode 0600 from its creation.
+/// Writes a private file: mode 0600 before the first byte is written, whether the file is new
+/// (created with that mode) or left by an earlier version with a wider one (narrowed first).
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), EmulatorError> {
     use std::io::Write;
+    let mut f = open_private(path, true)
+        .map_err(|e| EmulatorError::Io(format!("create {}", path.display()), e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| EmulatorError::Io(format!("write {}", path.display()), e))
+}
+
+/// Opens (creating if missing) a file that holds secrets, with mode 0600 set on the open file
+/// before anything is written to it: the creation mode covers a new file whatever the umask
+/// (a umask only takes bits away), the `fchmod` narrows a file that already existed.
+pub(crate) fn open_private(path: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create(true).truncate(truncate);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts
-        .open(path)
-        .map_err(|e| EmulatorError::Io(format!("create {}", path.display()), e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| EmulatorError::Io(format!("write {}", path.display()), e))
+    let f = opts.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(f)
 }
 
 /// Asks for a client certificate, accepts any chain (DPS judges it per request), but keeps

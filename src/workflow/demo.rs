@@ -201,7 +201,8 @@ pub async fn run(data_dir: Option<PathBuf>, devices: u64, json: bool) -> Result<
             out.join("line-00001/line-00001_cert.pem").display()
         );
     }
-    let ok = one.exit_code() == 0 && report.exit_code() == 0;
+    let ok = one.outcome() == super::report::Outcome::Complete
+        && report.outcome() == super::report::Outcome::Complete;
     Ok(if ok { 0 } else { 1 })
 }
 

@@ -158,6 +158,21 @@ pub struct DeviceRecord {
     pub register_calls: u32,
 }
 
+/// Where one device stands, without its credential: what reports and dry-run plans read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceStatus {
+    /// Device id = registration id.
+    pub device_id: String,
+    /// The last step completed.
+    pub state: State,
+    /// Why the last attempt failed (None when it did not, or the device moved on since).
+    pub error: Option<String>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Whether the manifest gives IoT Central fields, so the device is created there first.
+    pub central_fields: bool,
+}
+
 /// A forward move of one device, with what the step produced.
 #[derive(Debug, Clone, Default)]
 pub struct Transition {
@@ -566,6 +581,37 @@ impl Journal {
         rows.map(|r| finish_record(r?)).collect()
     }
 
+    /// Every device's status, in batch order. Reads no key or certificate, so a report of a
+    /// large batch costs a few dozen bytes per device.
+    pub fn statuses(&self) -> Result<Vec<DeviceStatus>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT device_id, state, error, attempts,
+                    display_name IS NOT NULL OR template IS NOT NULL
+                    OR organization IS NOT NULL OR simulated IS NOT NULL
+             FROM devices ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, bool>(4)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (device_id, state, error, attempts, central_fields) = r?;
+            Ok(DeviceStatus {
+                device_id,
+                state: state.parse()?,
+                error,
+                attempts: attempts.max(0) as u32,
+                central_fields,
+            })
+        })
+        .collect()
+    }
+
     /// Devices whose last attempt failed: (device id, state, reason, attempts).
     pub fn failures(&self) -> Result<Vec<(String, State, String, u32)>, JournalError> {
         let mut stmt = self.conn.prepare_cached(
@@ -717,6 +763,7 @@ enum Request {
     Pending(i64, usize, Reply<Vec<DeviceRecord>>),
     Counts(Reply<Counts>),
     Failures(Reply<Vec<(String, State, String, u32)>>),
+    Statuses(Reply<Vec<DeviceStatus>>),
 }
 
 /// The journal on its own thread, for async callers: transitions waiting at the same time
@@ -777,6 +824,11 @@ impl JournalWriter {
     pub async fn failures(&self) -> Result<Vec<(String, State, String, u32)>, JournalError> {
         self.ask(Request::Failures).await
     }
+
+    /// See [`Journal::statuses`].
+    pub async fn statuses(&self) -> Result<Vec<DeviceStatus>, JournalError> {
+        self.ask(Request::Statuses).await
+    }
 }
 
 fn writer_loop(mut journal: Journal, rx: std::sync::mpsc::Receiver<Request>) {
@@ -835,6 +887,9 @@ fn answer_read(journal: &Journal, req: Request) {
         }
         Request::Failures(r) => {
             let _ = r.send(journal.failures());
+        }
+        Request::Statuses(r) => {
+            let _ = r.send(journal.statuses());
         }
         Request::Apply(..) => {}
     }

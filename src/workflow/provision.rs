@@ -13,9 +13,14 @@
 //! registration sent. Per-device failures are recorded in the journal and the batch goes on.
 
 use super::bundle::{self, BundleContents, Credential};
-use super::journal::{DeviceRecord, JournalError, JournalWriter, State, Transition, Update};
+use super::journal::{
+    DeviceRecord, DeviceStatus, Journal, JournalError, JournalWriter, State, Transition, Update,
+};
+use super::manifest::{ManifestError, ScanError, Source};
 use crate::ids::RegistrationId;
 use crate::secret::Secret;
+use serde::Serialize;
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -181,10 +186,12 @@ impl Default for BatchOptions {
 }
 
 /// What a run did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunStats {
     /// Devices that reached `bundle_written` in this run.
     pub completed: u64,
+    /// Their ids (the report tells them from devices done by earlier runs).
+    pub finished: HashSet<String>,
     /// Devices recorded as failed in this run.
     pub failed: u64,
     /// Whether the run stopped early (Ctrl-C or the crash hook).
@@ -225,23 +232,110 @@ pub async fn run_and_report<S: Services, I: Issuer>(
     let clock = std::time::Instant::now();
     let stats = run_batch(writer.clone(), services, issuer, opts, stop).await?;
     let elapsed = clock.elapsed();
-    let counts = writer.counts().await?;
-    let failures = writer.failures().await?;
-    let report = super::report::Report::new(
-        &meta,
-        &journal_path,
-        &out_dir,
-        false,
-        started_at,
-        elapsed,
-        counts,
-        stats.completed,
-        failures,
-    );
+    let run = super::report::RunResult {
+        counts: writer.counts().await?,
+        statuses: writer.statuses().await?,
+        done_this_run: stats.finished,
+    };
+    let mut report =
+        super::report::Report::new(&meta, &journal_path, &out_dir, started_at, elapsed, run);
     if let Some(path) = report_path {
         report.write_json(path)?;
     }
     Ok(report)
+}
+
+/// What a run would do with one device: a line of the dry run's plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedDevice {
+    /// The device.
+    pub device_id: String,
+    /// Provision it from the start, resume it, or skip it.
+    pub action: PlannedAction,
+    /// The step it stands at now (`planned` for a device not in a journal yet).
+    pub from: State,
+    /// A key (and certificate) would be made for it.
+    pub issue_credential: bool,
+    /// Its IoT Central device would be created first (the manifest gives IoT Central fields).
+    pub create_device: bool,
+    /// It would be registered with DPS (a device found `registering` is looked up first and
+    /// registered only when DPS has no assignment for it).
+    pub register: bool,
+    /// Why its last attempt failed, when one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// What a run would do with a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PlannedAction {
+    /// Every step, from the start.
+    Provision,
+    /// The steps it has left.
+    Resume,
+    /// Nothing: an earlier run finished it.
+    Skip,
+}
+
+impl PlannedDevice {
+    /// The plan for a device at `from`; `central_fields` when the manifest gives it IoT
+    /// Central fields. The same rules as the engine (see `attempt`).
+    pub fn new(device_id: String, from: State, central_fields: bool) -> PlannedDevice {
+        PlannedDevice {
+            device_id,
+            action: match from {
+                State::Planned => PlannedAction::Provision,
+                State::BundleWritten => PlannedAction::Skip,
+                _ => PlannedAction::Resume,
+            },
+            from,
+            issue_credential: from == State::Planned,
+            create_device: central_fields && from < State::DeviceCreated,
+            register: from < State::Registered,
+            last_error: None,
+        }
+    }
+
+    fn from_status(s: DeviceStatus) -> PlannedDevice {
+        let done = s.state == State::BundleWritten;
+        PlannedDevice {
+            last_error: s.error.filter(|_| !done),
+            ..PlannedDevice::new(s.device_id, s.state, s.central_fields)
+        }
+    }
+}
+
+/// The plan of a new batch: every device of a validated source, provisioned from the start.
+/// One pass over the source.
+pub fn plan_source(source: &Source) -> Result<Vec<PlannedDevice>, ManifestError> {
+    let mut plan = Vec::new();
+    source
+        .for_each(|spec| {
+            let central = spec.needs_central_device();
+            plan.push(PlannedDevice::new(
+                spec.device_id.to_string(),
+                State::Planned,
+                central,
+            ));
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .map_err(|e| match e {
+            ScanError::Manifest(e) => e,
+            ScanError::Sink(never) => match never {},
+        })?;
+    Ok(plan)
+}
+
+/// The plan of resuming a journal: what is left of each device, done ones skipped. Reads the
+/// journal and writes nothing.
+pub fn plan_journal(journal: &Journal) -> Result<Vec<PlannedDevice>, JournalError> {
+    Ok(journal
+        .statuses()?
+        .into_iter()
+        .map(PlannedDevice::from_status)
+        .collect())
 }
 
 struct Shared<S, I> {
@@ -254,7 +348,8 @@ struct Shared<S, I> {
     commits: AtomicU64,
 }
 
-enum DeviceOutcome {
+/// How one device's turn in a run ended.
+enum Ended {
     Done,
     Failed,
     Stopped,
@@ -287,19 +382,20 @@ pub async fn run_batch<S: Services, I: Issuer>(
     let mut stats = RunStats::default();
     let mut after = 0i64;
     let page = (concurrency * 4).clamp(64, 1024);
-    let collect = |r: Result<Result<DeviceOutcome, BatchError>, tokio::task::JoinError>,
-                   stats: &mut RunStats|
-     -> Result<(), BatchError> {
-        match r.map_err(|e| BatchError::Worker(e.to_string()))?? {
-            DeviceOutcome::Done => {
+    type Joined = Result<Result<(String, Ended), BatchError>, tokio::task::JoinError>;
+    let collect = |r: Joined, stats: &mut RunStats| -> Result<(), BatchError> {
+        let (id, ended) = r.map_err(|e| BatchError::Worker(e.to_string()))??;
+        match ended {
+            Ended::Done => {
                 stats.completed += 1;
+                stats.finished.insert(id);
                 bar.inc(1);
             }
-            DeviceOutcome::Failed => {
+            Ended::Failed => {
                 stats.failed += 1;
                 bar.inc(1);
             }
-            DeviceOutcome::Stopped => stats.interrupted = true,
+            Ended::Stopped => stats.interrupted = true,
         }
         Ok(())
     };
@@ -319,7 +415,8 @@ pub async fn run_batch<S: Services, I: Issuer>(
             let shared = shared.clone();
             tasks.spawn(async move {
                 let _permit = permit;
-                process_device(&shared, rec).await
+                let id = rec.device_id.clone();
+                process_device(&shared, rec).await.map(|ended| (id, ended))
             });
             while let Some(r) = tasks.try_join_next() {
                 collect(r, &mut stats)?;
@@ -372,20 +469,20 @@ impl From<StepError> for AttemptError {
 async fn process_device<S: Services, I: Issuer>(
     shared: &Shared<S, I>,
     mut rec: DeviceRecord,
-) -> Result<DeviceOutcome, BatchError> {
+) -> Result<Ended, BatchError> {
     let mut attempts = 0u32;
     // Registering found at the start means a registration may already have reached DPS.
     let mut maybe_sent = rec.state == State::Registering;
     loop {
         attempts += 1;
         match attempt(shared, &mut rec, &mut maybe_sent).await {
-            Ok(()) => return Ok(DeviceOutcome::Done),
-            Err(AttemptError::Stopped) => return Ok(DeviceOutcome::Stopped),
+            Ok(()) => return Ok(Ended::Done),
+            Err(AttemptError::Stopped) => return Ok(Ended::Stopped),
             Err(AttemptError::Journal(JournalError::IllegalTransition { .. })) => {
                 // Someone else moved this device (should not happen with one process per
                 // journal): reread nothing, report it as a failure of this device.
                 record_failure(shared, &rec, "journal state changed under us", attempts).await?;
-                return Ok(DeviceOutcome::Failed);
+                return Ok(Ended::Failed);
             }
             Err(AttemptError::Journal(e)) => return Err(e.into()),
             Err(AttemptError::Step(e)) => {
@@ -399,7 +496,7 @@ async fn process_device<S: Services, I: Issuer>(
                     continue;
                 }
                 record_failure(shared, &rec, &e.message, attempts).await?;
-                return Ok(DeviceOutcome::Failed);
+                return Ok(Ended::Failed);
             }
         }
     }
@@ -927,6 +1024,58 @@ mod tests {
                 let second = b.run(None);
                 assert!(!second.interrupted);
                 b.assert_all_done_exactly_once(6);
+            }
+        }
+    }
+
+    #[test]
+    fn the_plan_says_what_is_left_of_each_device() {
+        use PlannedAction::*;
+        let p = |state, central| {
+            let d = PlannedDevice::new("d".into(), state, central);
+            (d.action, d.issue_credential, d.create_device, d.register)
+        };
+        assert_eq!(p(State::Planned, true), (Provision, true, true, true));
+        assert_eq!(p(State::Planned, false), (Provision, true, false, true));
+        assert_eq!(p(State::CertIssued, true), (Resume, false, true, true));
+        assert_eq!(p(State::KeyWritten, false), (Resume, false, false, true));
+        assert_eq!(p(State::DeviceCreated, true), (Resume, false, false, true));
+        assert_eq!(p(State::Registering, true), (Resume, false, false, true));
+        assert_eq!(p(State::Registered, true), (Resume, false, false, false));
+        assert_eq!(p(State::BundleWritten, true), (Skip, false, false, false));
+    }
+
+    #[test]
+    fn the_plan_of_a_journal_is_what_the_resume_then_does() {
+        type Calls = HashMap<String, u32>;
+        let grew = |before: &Calls, now: &Mutex<Calls>, id: &str| {
+            now.lock().unwrap().get(id) != before.get(id)
+        };
+        for k in [2u64, 5, 8, 13, 17] {
+            let b = Batch::new(6, false, true);
+            b.run_with(Some(k), 1);
+            let plan = plan_journal(&b.journal()).unwrap();
+            assert_eq!(plan.len(), 6);
+            let created = b.fake.created.lock().unwrap().clone();
+            let registered = b.fake.registered.lock().unwrap().clone();
+            let issued = b.issuer.issued.lock().unwrap().clone();
+            b.run(None);
+            for d in &plan {
+                let id = d.device_id.as_str();
+                let did = (
+                    grew(&issued, &b.issuer.issued, id),
+                    grew(&created, &b.fake.created, id),
+                    grew(&registered, &b.fake.registered, id),
+                );
+                assert_eq!(
+                    (d.issue_credential, d.create_device, d.register),
+                    did,
+                    "k={k}: {d:?}"
+                );
+                assert_eq!(
+                    d.action == PlannedAction::Skip,
+                    d.from == State::BundleWritten
+                );
             }
         }
     }

@@ -1,11 +1,14 @@
 //! The end-of-batch report: a JSON file for machines and a short summary for people.
 //!
 //! Per-device failures are data, not a reason to stop the line: they are recorded in the
-//! journal as they happen, listed here with their reason and number of attempts, and decide
-//! the exit code at the end (0 when every device is done, 1 otherwise).
+//! journal as they happen, and the report lists every device of the batch with what became
+//! of it in this run (done now, skipped as done before, failed with its reason and attempts,
+//! pending when the run was interrupted). How the batch as a whole ended is an [`Outcome`];
+//! what that means for a process exit code is the caller's business (the CLI's).
 
-use super::journal::{Attestation, Counts, State};
+use super::journal::{Attestation, Counts, DeviceStatus, State};
 use serde::Serialize;
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +26,69 @@ pub struct FailedDevice {
     pub attempts: u32,
 }
 
+/// What became of one device in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DeviceOutcome {
+    /// This run finished it (its bundle is written).
+    Done,
+    /// An earlier run had finished it; this one left it alone.
+    Skipped,
+    /// Its last attempt failed (in this run or, when the run stopped before retrying it, an
+    /// earlier one); `--resume` tries it again.
+    Failed,
+    /// Not finished and not failed: the run was interrupted before it got there.
+    Pending,
+}
+
+/// One device of the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceReport {
+    /// The device.
+    pub device_id: String,
+    /// What became of it.
+    pub outcome: DeviceOutcome,
+    /// The last step it completed.
+    pub state: State,
+    /// Why its last attempt failed (failed devices only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Failed attempts so far, over every run of the batch.
+    pub attempts: u32,
+}
+
+impl DeviceReport {
+    /// The device's line in the report, from its journal status and whether this run
+    /// finished it.
+    pub fn new(status: DeviceStatus, done_this_run: bool) -> DeviceReport {
+        let outcome = match (status.state, &status.error) {
+            (State::BundleWritten, _) if done_this_run => DeviceOutcome::Done,
+            (State::BundleWritten, _) => DeviceOutcome::Skipped,
+            (_, Some(_)) => DeviceOutcome::Failed,
+            (_, None) => DeviceOutcome::Pending,
+        };
+        DeviceReport {
+            device_id: status.device_id,
+            outcome,
+            state: status.state,
+            reason: status.error.filter(|_| outcome == DeviceOutcome::Failed),
+            attempts: status.attempts,
+        }
+    }
+}
+
+/// How a batch run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Outcome {
+    /// Every device of the batch is done (a dry run: nothing stands in the way).
+    Complete,
+    /// Some device is not done: it failed, or the run stopped before it. A rerun with the
+    /// same journal goes on with those devices.
+    Partial,
+}
+
 /// The outcome of a batch run.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -35,8 +101,13 @@ pub struct Report {
     pub journal: PathBuf,
     /// Where bundles are.
     pub out_dir: PathBuf,
+    /// The JSON report file, when one is written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_file: Option<PathBuf>,
     /// Whether this was a dry run (nothing sent, nothing written).
     pub dry_run: bool,
+    /// How the batch stands after this run.
+    pub outcome: Outcome,
     /// When this run started (RFC 3339).
     pub started_at: String,
     /// When it ended (RFC 3339).
@@ -57,6 +128,19 @@ pub struct Report {
     pub devices_per_second: f64,
     /// Every failed device.
     pub failures: Vec<FailedDevice>,
+    /// Every device of the batch, in batch order, with what became of it in this run.
+    pub devices: Vec<DeviceReport>,
+}
+
+/// What a run left in the journal, for [`Report::new`].
+#[derive(Debug, Clone, Default)]
+pub struct RunResult {
+    /// Devices per outcome, over the whole batch.
+    pub counts: Counts,
+    /// Every device's status, in batch order.
+    pub statuses: Vec<DeviceStatus>,
+    /// The devices this run finished.
+    pub done_this_run: HashSet<String>,
 }
 
 /// Writing the report failed.
@@ -82,26 +166,52 @@ pub fn now_rfc3339() -> String {
 }
 
 impl Report {
-    /// Builds a report from the journal's counts and failures.
-    #[allow(clippy::too_many_arguments)]
+    /// Builds a report from what the run left in the journal. Linear in the batch: one pass
+    /// over the statuses, one set lookup per device.
     pub fn new(
         meta: &super::journal::BatchMeta,
         journal: &Path,
         out_dir: &Path,
-        dry_run: bool,
         started_at: String,
         elapsed: std::time::Duration,
-        counts: Counts,
-        completed_this_run: u64,
-        failures: Vec<(String, State, String, u32)>,
+        run: RunResult,
     ) -> Report {
         let secs = elapsed.as_secs_f64();
+        let RunResult {
+            counts,
+            statuses,
+            done_this_run,
+        } = run;
+        let devices: Vec<DeviceReport> = statuses
+            .into_iter()
+            .map(|s| {
+                let now = done_this_run.contains(&s.device_id);
+                DeviceReport::new(s, now)
+            })
+            .collect();
+        let failures = devices
+            .iter()
+            .filter(|d| d.outcome == DeviceOutcome::Failed)
+            .map(|d| FailedDevice {
+                device_id: d.device_id.clone(),
+                state: d.state,
+                reason: d.reason.clone().unwrap_or_default(),
+                attempts: d.attempts,
+            })
+            .collect();
+        let completed_this_run = done_this_run.len() as u64;
         Report {
             group_id: meta.group_id.clone(),
             attestation: meta.attestation,
             journal: journal.to_owned(),
             out_dir: out_dir.to_owned(),
-            dry_run,
+            report_file: None,
+            dry_run: false,
+            outcome: if counts.done == counts.total {
+                Outcome::Complete
+            } else {
+                Outcome::Partial
+            },
             started_at,
             finished_at: now_rfc3339(),
             elapsed_seconds: (secs * 1000.0).round() / 1000.0,
@@ -115,30 +225,20 @@ impl Report {
             } else {
                 0.0
             },
-            failures: failures
-                .into_iter()
-                .map(|(device_id, state, reason, attempts)| FailedDevice {
-                    device_id,
-                    state,
-                    reason,
-                    attempts,
-                })
-                .collect(),
+            failures,
+            devices,
         }
     }
 
-    /// 0 when every device is done, 1 otherwise.
-    pub fn exit_code(&self) -> i32 {
-        let all_done = self.succeeded == self.total && !self.dry_run;
-        if all_done || (self.dry_run && self.failed == 0) {
-            crate::cli::EXIT_OK
-        } else {
-            crate::cli::EXIT_PARTIAL
-        }
+    /// How the batch stands: complete when every device is done.
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
     }
 
-    /// Writes the report as pretty JSON, atomically (temporary file + rename).
-    pub fn write_json(&self, path: &Path) -> Result<(), ReportError> {
+    /// Writes the report as pretty JSON, atomically (temporary file + rename), and remembers
+    /// the file so the summary can point at it.
+    pub fn write_json(&mut self, path: &Path) -> Result<(), ReportError> {
+        self.report_file = Some(path.to_owned());
         let err = |source| ReportError::Write {
             path: path.to_owned(),
             source,
@@ -174,9 +274,17 @@ impl Report {
         if self.failures.len() > max_listed {
             let _ = writeln!(
                 s,
-                "  ... and {} more (see the report file)",
+                "  ... and {} more failed",
                 self.failures.len() - max_listed
             );
+        }
+        match &self.report_file {
+            Some(path) => {
+                let _ = writeln!(s, "every device and its outcome: {}", path.display());
+            }
+            None => {
+                let _ = writeln!(s, "every device and its outcome: --output json");
+            }
         }
         if self.failed > 0 || self.pending > 0 {
             let _ = writeln!(
@@ -194,7 +302,18 @@ mod tests {
     use super::*;
     use crate::workflow::journal::BatchMeta;
 
-    fn report(done: u64, failed: u64, failures: Vec<(String, State, String, u32)>) -> Report {
+    fn status(id: &str, state: State, error: Option<&str>, attempts: u32) -> DeviceStatus {
+        DeviceStatus {
+            device_id: id.into(),
+            state,
+            error: error.map(str::to_owned),
+            attempts,
+            central_fields: false,
+        }
+    }
+
+    /// A batch of `d1` (done before), `d2` (done now) and `d3` in `last`.
+    fn report(last: DeviceStatus) -> Report {
         let meta = BatchMeta {
             group_id: "g".into(),
             attestation: Attestation::X509,
@@ -203,36 +322,51 @@ mod tests {
             created_at: now_rfc3339(),
             issuer: None,
         };
+        let statuses = vec![
+            status("d1", State::BundleWritten, None, 0),
+            status("d2", State::BundleWritten, None, 1),
+            last,
+        ];
+        let done = statuses
+            .iter()
+            .filter(|s| s.state == State::BundleWritten)
+            .count() as u64;
+        let failed = statuses
+            .iter()
+            .filter(|s| s.state != State::BundleWritten && s.error.is_some())
+            .count() as u64;
+        let mut done_this_run: HashSet<String> = ["d2".to_string()].into();
+        if statuses[2].state == State::BundleWritten {
+            done_this_run.insert("d3".into());
+        }
         Report::new(
             &meta,
             Path::new("j.sqlite"),
             Path::new("out"),
-            false,
             now_rfc3339(),
             std::time::Duration::from_millis(1500),
-            Counts {
-                total: 3,
-                done,
-                failed,
-                pending: 3 - done - failed,
+            RunResult {
+                counts: Counts {
+                    total: 3,
+                    done,
+                    failed,
+                    pending: 3 - done - failed,
+                },
+                statuses,
+                done_this_run,
             },
-            done,
-            failures,
         )
     }
 
     #[test]
-    fn exit_code_follows_the_outcome() {
-        assert_eq!(report(3, 0, vec![]).exit_code(), 0);
-        let r = report(
-            2,
-            1,
-            vec![("d3".into(), State::Registering, "503".into(), 4)],
-        );
-        assert_eq!(r.exit_code(), 1);
+    fn the_outcome_follows_the_devices() {
+        let done = report(status("d3", State::BundleWritten, None, 0));
+        assert_eq!(done.outcome(), Outcome::Complete);
+        let r = report(status("d3", State::Registering, Some("503"), 4));
+        assert_eq!(r.outcome(), Outcome::Partial);
         assert_eq!(
-            report(2, 0, vec![]).exit_code(),
-            1,
+            report(status("d3", State::Planned, None, 0)).outcome(),
+            Outcome::Partial,
             "an interrupted batch is not a success"
         );
         let s = r.summary(10);
@@ -242,20 +376,62 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("--resume"), "{s}");
-        assert!((r.devices_per_second - 1.3).abs() < 1e-9);
+        assert!(
+            s.contains("every device and its outcome: --output json"),
+            "{s}"
+        );
+        assert!((r.devices_per_second - 0.7).abs() < 1e-9);
+    }
+
+    #[test]
+    fn every_device_is_listed_with_its_outcome() {
+        let outcomes = |r: &Report| -> Vec<(String, DeviceOutcome)> {
+            r.devices
+                .iter()
+                .map(|d| (d.device_id.clone(), d.outcome))
+                .collect()
+        };
+        use DeviceOutcome::*;
+        let r = report(status("d3", State::Registering, Some("HTTP 503"), 4));
+        assert_eq!(
+            outcomes(&r),
+            [
+                ("d1".into(), Skipped),
+                ("d2".into(), Done),
+                ("d3".into(), Failed)
+            ]
+        );
+        assert_eq!(r.devices[2].reason.as_deref(), Some("HTTP 503"));
+        assert_eq!(r.devices[2].attempts, 4);
+        assert_eq!(r.devices[0].reason, None);
+        assert_eq!(r.failures.len(), 1);
+        let r = report(status("d3", State::DeviceCreated, None, 0));
+        assert_eq!(outcomes(&r)[2], ("d3".into(), Pending));
+        assert_eq!(r.completed_this_run, 1);
     }
 
     #[test]
     fn json_report_round_trips_through_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("report.json");
-        let r = report(2, 1, vec![("d3".into(), State::Planned, "boom".into(), 1)]);
+        let mut r = report(status("d3", State::Planned, Some("boom"), 1));
         r.write_json(&path).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(v["failed"], 1);
         assert_eq!(v["failures"][0]["deviceId"], "d3");
         assert_eq!(v["failures"][0]["state"], "planned");
         assert_eq!(v["attestation"], "x509");
+        assert_eq!(v["outcome"], "partial");
+        assert_eq!(v["devices"][0]["outcome"], "skipped");
+        assert_eq!(v["devices"][1]["outcome"], "done");
+        assert_eq!(v["devices"][2]["outcome"], "failed");
+        assert_eq!(v["devices"][2]["reason"], "boom");
+        assert!(v["devices"][1].get("reason").is_none());
         assert!(!dir.path().join("report.json.tmp").exists());
+        assert!(
+            r.summary(5)
+                .contains(&format!("every device and its outcome: {}", path.display())),
+            "the summary points at the full list"
+        );
     }
 }

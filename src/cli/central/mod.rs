@@ -7,21 +7,23 @@
 //! pages). Errors print on one line with the service's code, message and requestId; the exit
 //! code is 0 on success and 2 on any error.
 
+mod resource;
 mod tables;
 
 use super::output::{print_json, print_table, OutputFormat};
 use super::{CliError, CliResult, GlobalArgs, EXIT_OK};
 use crate::central::models::{
-    roles, ApiToken, Attestation, Device, DeviceGroup, EnrollmentGroup, EnrollmentGroupType,
-    GroupAttestation, Organization, Page, RoleAssignment, SigningX509Certificate, SymmetricKey,
-    Tpm, User, UserKind, X509Certificate, X509Certificates, X509VerificationCertificate, X509,
+    roles, ApiToken, Attestation, Device, DeviceGroup, DeviceTemplate, EnrollmentGroup,
+    EnrollmentGroupType, GroupAttestation, Organization, Role, RoleAssignment,
+    SigningX509Certificate, SymmetricKey, Tpm, User, UserKind, X509Certificate, X509Certificates,
+    X509VerificationCertificate, X509,
 };
-use crate::central::{CertificateEntry, Client, ListOptions, Pager};
+use crate::central::{CertificateEntry, Client, ListOptions};
 use crate::secret::Secret;
 use clap::{Args, Subcommand, ValueEnum};
-use serde::de::DeserializeOwned;
+use resource::Patch;
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use tables::Tabular;
@@ -50,34 +52,6 @@ where
 }
 
 impl Ctx {
-    fn show<T: Serialize + Tabular>(&self, item: &T) -> Result<(), CliError> {
-        match self.output {
-            OutputFormat::Json => print_json(item),
-            OutputFormat::Table => {
-                print_table(T::HEADER, &[item.row()]);
-                Ok(())
-            }
-        }
-    }
-
-    async fn list<T: Serialize + Tabular + DeserializeOwned>(
-        &self,
-        pager: Pager<T>,
-    ) -> Result<(), CliError> {
-        let items = pager.collect_all().await?;
-        match self.output {
-            OutputFormat::Json => print_json(&Page {
-                value: items,
-                next_link: None,
-            }),
-            OutputFormat::Table => {
-                let rows: Vec<_> = items.iter().map(Tabular::row).collect();
-                print_table(T::HEADER, &rows);
-                Ok(())
-            }
-        }
-    }
-
     fn done(&self, what: String) {
         if self.output == OutputFormat::Table {
             println!("{what}");
@@ -140,13 +114,6 @@ fn certificate_string(path: &Path) -> Result<String, CliError> {
     Ok(base64::engine::general_purpose::STANDARD.encode(&bytes))
 }
 
-fn patch_or_fail(patch: Map<String, Value>) -> Result<Value, CliError> {
-    if patch.is_empty() {
-        return Err("nothing to update: give at least one field option".into());
-    }
-    Ok(Value::Object(patch))
-}
-
 // ---------------------------------------------------------------------------------------------
 // org
 
@@ -199,42 +166,32 @@ pub enum OrgCommand {
 /// Runs `iotc org …`.
 pub fn run_org(cmd: OrgCommand, global: &GlobalArgs) -> CliResult {
     with_client(global, |ctx| async move {
-        let c = &ctx.client;
         match cmd {
-            OrgCommand::List => ctx.list(c.list_organizations()).await,
-            OrgCommand::Get { id } => ctx.show(&c.get_organization(&id).await?),
+            OrgCommand::List => ctx.list::<Organization>(&ListOptions::default()).await,
+            OrgCommand::Get { id } => ctx.get::<Organization>(&id).await,
             OrgCommand::Create {
                 id,
                 display_name,
                 parent,
             } => {
-                crate::ids::OrganizationId::new(id.as_str())?;
                 let org = Organization {
                     id: None,
                     display_name: Some(display_name),
                     parent,
                 };
-                ctx.show(&c.create_organization(&id, &org).await?)
+                ctx.create(&id, &org).await
             }
             OrgCommand::Update {
                 id,
                 display_name,
                 parent,
             } => {
-                let mut p = Map::new();
-                if let Some(n) = display_name {
-                    p.insert("displayName".into(), n.into());
-                }
-                if let Some(n) = parent {
-                    p.insert("parent".into(), n.into());
-                }
-                ctx.show(&c.update_organization(&id, &patch_or_fail(p)?).await?)
+                let patch = Patch::default()
+                    .set("displayName", display_name)
+                    .set("parent", parent);
+                ctx.update::<Organization>(&id, patch).await
             }
-            OrgCommand::Delete { id } => {
-                c.delete_organization(&id).await?;
-                ctx.done(format!("deleted organization {id}"));
-                Ok(())
-            }
+            OrgCommand::Delete { id } => ctx.delete::<Organization>(&id).await,
         }
     })
 }
@@ -260,8 +217,8 @@ pub enum RoleCommand {
 pub fn run_role(cmd: RoleCommand, global: &GlobalArgs) -> CliResult {
     with_client(global, |ctx| async move {
         match cmd {
-            RoleCommand::List => ctx.list(ctx.client.list_roles()).await,
-            RoleCommand::Get { id } => ctx.show(&ctx.client.get_role(&role_id(&id)?).await?),
+            RoleCommand::List => ctx.list::<Role>(&ListOptions::default()).await,
+            RoleCommand::Get { id } => ctx.get::<Role>(&role_id(&id)?).await,
         }
     })
 }
@@ -347,23 +304,21 @@ iotc user create ops-team --tenant-id $TENANT --object-id $GROUP --ad-group --ro
 /// Runs `iotc user …`.
 pub fn run_user(cmd: UserCommand, global: &GlobalArgs) -> CliResult {
     with_client(global, |ctx| async move {
-        let c = &ctx.client;
         match cmd {
             UserCommand::List { max_page_size } => {
                 let opts = ListOptions {
                     max_page_size,
                     ..Default::default()
                 };
-                ctx.list(c.list_users(&opts)).await
+                ctx.list::<User>(&opts).await
             }
-            UserCommand::Get { id } => ctx.show(&c.get_user(&id).await?),
+            UserCommand::Get { id } => ctx.get::<User>(&id).await,
             UserCommand::Create {
                 id,
                 identity,
                 role,
                 org,
             } => {
-                crate::ids::UserId::new(id.as_str())?;
                 let kind = match identity {
                     UserIdentity {
                         email: Some(email), ..
@@ -397,7 +352,7 @@ pub fn run_user(cmd: UserCommand, global: &GlobalArgs) -> CliResult {
                     kind,
                     roles: assignment(&role, org.as_deref())?,
                 };
-                ctx.show(&c.create_user(&id, &user).await?)
+                ctx.create(&id, &user).await
             }
             UserCommand::Update {
                 id,
@@ -405,23 +360,14 @@ pub fn run_user(cmd: UserCommand, global: &GlobalArgs) -> CliResult {
                 org,
                 email,
             } => {
-                let mut p = Map::new();
-                if let Some(r) = role {
-                    p.insert(
-                        "roles".into(),
-                        serde_json::to_value(assignment(&r, org.as_deref())?)?,
-                    );
-                }
-                if let Some(e) = email {
-                    p.insert("email".into(), e.into());
-                }
-                ctx.show(&c.update_user(&id, &patch_or_fail(p)?).await?)
+                let roles = match role {
+                    Some(r) => Some(serde_json::to_value(assignment(&r, org.as_deref())?)?),
+                    None => None,
+                };
+                let patch = Patch::default().set("roles", roles).set("email", email);
+                ctx.update::<User>(&id, patch).await
             }
-            UserCommand::Delete { id } => {
-                c.delete_user(&id).await?;
-                ctx.done(format!("deleted user {id}"));
-                Ok(())
-            }
+            UserCommand::Delete { id } => ctx.delete::<User>(&id).await,
         }
     })
 }
@@ -471,8 +417,8 @@ pub fn run_api_token(cmd: ApiTokenCommand, global: &GlobalArgs) -> CliResult {
     with_client(global, |ctx| async move {
         let c = &ctx.client;
         match cmd {
-            ApiTokenCommand::List => ctx.list(c.list_api_tokens()).await,
-            ApiTokenCommand::Get { id } => ctx.show(&c.get_api_token(&id).await?),
+            ApiTokenCommand::List => ctx.list::<ApiToken>(&ListOptions::default()).await,
+            ApiTokenCommand::Get { id } => ctx.get::<ApiToken>(&id).await,
             ApiTokenCommand::Create {
                 id,
                 role,
@@ -505,11 +451,7 @@ pub fn run_api_token(cmd: ApiTokenCommand, global: &GlobalArgs) -> CliResult {
                 }
                 Ok(())
             }
-            ApiTokenCommand::Delete { id } => {
-                c.delete_api_token(&id).await?;
-                ctx.done(format!("deleted API token {id}"));
-                Ok(())
-            }
+            ApiTokenCommand::Delete { id } => ctx.delete::<ApiToken>(&id).await,
         }
     })
 }
@@ -617,7 +559,7 @@ iotc device list --filter \"provisioned eq false\" --orderby displayName --max-p
         /// Device id.
         id: String,
     },
-    /// The device's individual attestation (get, set, delete).
+    /// The device's individual attestation (get, set, update, delete).
     #[command(subcommand)]
     Attestation(AttestationCommand),
 }
@@ -643,10 +585,11 @@ iotc device attestation set dev-1 --tpm \"$ENDORSEMENT_KEY\""
         /// Symmetric-key attestation (keys generated unless --primary-key/--secondary-key).
         #[arg(long, conflicts_with_all = ["cert", "tpm"])]
         symmetric_key: bool,
-        /// Primary key (base64).
+        /// Primary key (base64 of 16 to 64 bytes). Needs --symmetric-key: that flag chooses
+        /// the kind of attestation, and a key belongs to a symmetric-key one only.
         #[arg(long, requires = "symmetric_key")]
         primary_key: Option<String>,
-        /// Secondary key (base64).
+        /// Secondary key (base64 of 16 to 64 bytes). Needs --symmetric-key, as --primary-key.
         #[arg(long, requires = "symmetric_key")]
         secondary_key: Option<String>,
         /// X.509 attestation: the device's certificate (PEM or DER).
@@ -659,12 +602,48 @@ iotc device attestation set dev-1 --tpm \"$ENDORSEMENT_KEY\""
         #[arg(long)]
         tpm: Option<String>,
     },
+    /// Change part of the attestation (a JSON merge patch): a key, a certificate or the TPM
+    /// key. The options say which kind of attestation they belong to; the service refuses a
+    /// patch that leaves an incomplete one (for example one key on an X.509 attestation).
+    #[command(
+        after_help = "Examples:\n  iotc device attestation update dev-1 --secondary-key \"$NEW_KEY\"\n  \
+iotc device attestation update cam-1 --secondary-cert certs/cam-1-next_cert.pem\n  \
+iotc device attestation update cam-1 --remove-secondary-cert\n  \
+iotc device attestation update tpm-1 --tpm \"$ENDORSEMENT_KEY\""
+    )]
+    Update(AttestationUpdate),
     /// Remove the attestation.
     #[command(after_help = "Example:\n  iotc device attestation delete thermostat-01")]
     Delete {
         /// Device id.
         id: String,
     },
+}
+
+/// Options of `iotc device attestation update`: at least one change.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true)))]
+pub struct AttestationUpdate {
+    /// Device id.
+    pub id: String,
+    /// New primary key (base64 of 16 to 64 bytes) of a symmetric-key attestation.
+    #[arg(long, group = "change", conflicts_with_all = ["cert", "secondary_cert", "remove_secondary_cert", "tpm"])]
+    pub primary_key: Option<String>,
+    /// New secondary key (base64 of 16 to 64 bytes) of a symmetric-key attestation.
+    #[arg(long, group = "change", conflicts_with_all = ["cert", "secondary_cert", "remove_secondary_cert", "tpm"])]
+    pub secondary_key: Option<String>,
+    /// New primary certificate (PEM or DER) of an X.509 attestation.
+    #[arg(long, group = "change", conflicts_with = "tpm")]
+    pub cert: Option<PathBuf>,
+    /// New secondary certificate (PEM or DER) of an X.509 attestation.
+    #[arg(long, group = "change", conflicts_with_all = ["tpm", "remove_secondary_cert"])]
+    pub secondary_cert: Option<PathBuf>,
+    /// Remove the secondary certificate of an X.509 attestation.
+    #[arg(long, group = "change", conflicts_with = "tpm")]
+    pub remove_secondary_cert: bool,
+    /// New endorsement key of a TPM attestation.
+    #[arg(long, group = "change")]
+    pub tpm: Option<String>,
 }
 
 fn random_key() -> String {
@@ -684,13 +663,58 @@ fn check_key(name: &str, key: &str) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The merge patch of `iotc device attestation update`. It always names the attestation
+/// `type` its options belong to: without it a key sent to an X.509 attestation would be
+/// merged in and ignored, and the command would report success for a change that did nothing.
+fn attestation_patch(update: AttestationUpdate) -> Result<Value, CliError> {
+    let AttestationUpdate {
+        primary_key,
+        secondary_key,
+        cert,
+        secondary_cert,
+        remove_secondary_cert,
+        tpm,
+        ..
+    } = update;
+    if primary_key.is_some() || secondary_key.is_some() {
+        for (flag, key) in [
+            ("--primary-key", &primary_key),
+            ("--secondary-key", &secondary_key),
+        ] {
+            if let Some(k) = key {
+                check_key(flag, k)?;
+            }
+        }
+        let keys = Patch::default()
+            .set("primaryKey", primary_key)
+            .set("secondaryKey", secondary_key);
+        return Ok(json!({"type": "symmetricKey", "symmetricKey": keys.into_value()?}));
+    }
+    if let Some(ek) = tpm {
+        return Ok(json!({"type": "tpm", "tpm": {"endorsementKey": ek}}));
+    }
+    let entry = |path: Option<PathBuf>| -> Result<Option<Value>, CliError> {
+        Ok(match path {
+            Some(p) => Some(json!({"certificate": certificate_string(&p)?})),
+            None => None,
+        })
+    };
+    let mut certs = Patch::default()
+        .set("primary", entry(cert)?)
+        .set("secondary", entry(secondary_cert)?);
+    if remove_secondary_cert {
+        certs = certs.set("secondary", Some(Value::Null));
+    }
+    Ok(json!({"type": "x509", "x509": {"clientCertificates": certs.into_value()?}}))
+}
+
 /// Runs `iotc device …`.
 pub fn run_device(cmd: DeviceCommand, global: &GlobalArgs) -> CliResult {
     with_client(global, |ctx| async move {
         let c = &ctx.client;
         match cmd {
-            DeviceCommand::List { query } => ctx.list(c.list_devices(&query.options())).await,
-            DeviceCommand::Get { id } => ctx.show(&c.get_device(&id).await?),
+            DeviceCommand::List { query } => ctx.list::<Device>(&query.options()).await,
+            DeviceCommand::Get { id } => ctx.get::<Device>(&id).await,
             DeviceCommand::Create {
                 id,
                 display_name,
@@ -699,7 +723,6 @@ pub fn run_device(cmd: DeviceCommand, global: &GlobalArgs) -> CliResult {
                 disabled,
                 org,
             } => {
-                crate::ids::DeviceId::new(id.as_str())?;
                 if let Some(o) = &org {
                     crate::ids::OrganizationId::new(o.as_str())?;
                 }
@@ -711,7 +734,7 @@ pub fn run_device(cmd: DeviceCommand, global: &GlobalArgs) -> CliResult {
                     organizations: org.map(|o| vec![o]),
                     ..Default::default()
                 };
-                ctx.show(&c.create_device(&id, &device).await?)
+                ctx.create(&id, &device).await
             }
             DeviceCommand::Update {
                 id,
@@ -721,29 +744,15 @@ pub fn run_device(cmd: DeviceCommand, global: &GlobalArgs) -> CliResult {
                 simulated,
                 org,
             } => {
-                let mut p = Map::new();
-                if let Some(v) = display_name {
-                    p.insert("displayName".into(), v.into());
-                }
-                if let Some(v) = template {
-                    p.insert("template".into(), v.into());
-                }
-                if let Some(v) = enabled {
-                    p.insert("enabled".into(), v.into());
-                }
-                if let Some(v) = simulated {
-                    p.insert("simulated".into(), v.into());
-                }
-                if let Some(v) = org {
-                    p.insert("organizations".into(), json!([v]));
-                }
-                ctx.show(&c.update_device(&id, &patch_or_fail(p)?).await?)
+                let patch = Patch::default()
+                    .set("displayName", display_name)
+                    .set("template", template)
+                    .set("enabled", enabled)
+                    .set("simulated", simulated)
+                    .set("organizations", org.map(|o| json!([o])));
+                ctx.update::<Device>(&id, patch).await
             }
-            DeviceCommand::Delete { id } => {
-                c.delete_device(&id).await?;
-                ctx.done(format!("deleted device {id}"));
-                Ok(())
-            }
+            DeviceCommand::Delete { id } => ctx.delete::<Device>(&id).await,
             DeviceCommand::Credentials { id } => {
                 let creds = c.get_device_credentials(&id).await?;
                 ctx.fields(&creds, tables::credential_rows(&creds))
@@ -799,6 +808,12 @@ pub fn run_device(cmd: DeviceCommand, global: &GlobalArgs) -> CliResult {
                     return Err("choose one: --symmetric-key, --cert PEM or --tpm KEY".into());
                 };
                 let a = c.set_device_attestation(&id, &attestation).await?;
+                ctx.fields(&a, tables::attestation_rows(&a))
+            }
+            DeviceCommand::Attestation(AttestationCommand::Update(update)) => {
+                let id = update.id.clone();
+                let patch = attestation_patch(update)?;
+                let a = c.update_device_attestation(&id, &patch).await?;
                 ctx.fields(&a, tables::attestation_rows(&a))
             }
             DeviceCommand::Attestation(AttestationCommand::Delete { id }) => {
@@ -892,12 +907,9 @@ pub enum DeviceGroupCommand {
 /// Runs `iotc device-group …`.
 pub fn run_device_group(cmd: DeviceGroupCommand, global: &GlobalArgs) -> CliResult {
     with_client(global, |ctx| async move {
-        let c = &ctx.client;
         match cmd {
-            DeviceGroupCommand::List { query } => {
-                ctx.list(c.list_device_groups(&query.options())).await
-            }
-            DeviceGroupCommand::Get { id } => ctx.show(&c.get_device_group(&id).await?),
+            DeviceGroupCommand::List { query } => ctx.list::<DeviceGroup>(&query.options()).await,
+            DeviceGroupCommand::Get { id } => ctx.get::<DeviceGroup>(&id).await,
             DeviceGroupCommand::Create {
                 id,
                 display_name,
@@ -905,7 +917,6 @@ pub fn run_device_group(cmd: DeviceGroupCommand, global: &GlobalArgs) -> CliResu
                 description,
                 org,
             } => {
-                crate::ids::DeviceGroupId::new(id.as_str())?;
                 let g = DeviceGroup {
                     display_name,
                     filter,
@@ -913,7 +924,7 @@ pub fn run_device_group(cmd: DeviceGroupCommand, global: &GlobalArgs) -> CliResu
                     organizations: org.map(|o| vec![o]),
                     ..Default::default()
                 };
-                ctx.show(&c.create_device_group(&id, &g).await?)
+                ctx.create(&id, &g).await
             }
             DeviceGroupCommand::Update {
                 id,
@@ -922,32 +933,21 @@ pub fn run_device_group(cmd: DeviceGroupCommand, global: &GlobalArgs) -> CliResu
                 description,
                 org,
             } => {
-                let mut p = Map::new();
-                if let Some(v) = display_name {
-                    p.insert("displayName".into(), v.into());
-                }
-                if let Some(v) = filter {
-                    p.insert("filter".into(), v.into());
-                }
-                if let Some(v) = description {
-                    p.insert("description".into(), v.into());
-                }
-                if let Some(v) = org {
-                    p.insert("organizations".into(), json!([v]));
-                }
-                ctx.show(&c.update_device_group(&id, &patch_or_fail(p)?).await?)
+                let patch = Patch::default()
+                    .set("displayName", display_name)
+                    .set("filter", filter)
+                    .set("description", description)
+                    .set("organizations", org.map(|o| json!([o])));
+                ctx.update::<DeviceGroup>(&id, patch).await
             }
-            DeviceGroupCommand::Delete { id } => {
-                c.delete_device_group(&id).await?;
-                ctx.done(format!("deleted device group {id}"));
-                Ok(())
-            }
+            DeviceGroupCommand::Delete { id } => ctx.delete::<DeviceGroup>(&id).await,
             DeviceGroupCommand::Devices { id, max_page_size } => {
                 let opts = ListOptions {
                     max_page_size,
                     ..Default::default()
                 };
-                ctx.list(c.list_device_group_devices(&id, &opts)).await
+                ctx.show_all(ctx.client.list_device_group_devices(&id, &opts))
+                    .await
             }
         }
     })
@@ -1130,8 +1130,10 @@ pub fn run_enrollment_group(cmd: EnrollmentGroupCommand, global: &GlobalArgs) ->
             }
         };
         match cmd {
-            EnrollmentGroupCommand::List => ctx.list(c.list_enrollment_groups()).await,
-            EnrollmentGroupCommand::Get { id } => ctx.show(&c.get_enrollment_group(&id).await?),
+            EnrollmentGroupCommand::List => {
+                ctx.list::<EnrollmentGroup>(&ListOptions::default()).await
+            }
+            EnrollmentGroupCommand::Get { id } => ctx.get::<EnrollmentGroup>(&id).await,
             EnrollmentGroupCommand::Create {
                 id,
                 display_name,
@@ -1139,7 +1141,6 @@ pub fn run_enrollment_group(cmd: EnrollmentGroupCommand, global: &GlobalArgs) ->
                 group_type,
                 disabled,
             } => {
-                crate::ids::EnrollmentGroupId::new(id.as_str())?;
                 let g = EnrollmentGroup {
                     id: None,
                     display_name,
@@ -1157,27 +1158,19 @@ pub fn run_enrollment_group(cmd: EnrollmentGroupCommand, global: &GlobalArgs) ->
                     etag: None,
                     id_scope: None,
                 };
-                ctx.show(&c.create_enrollment_group(&id, &g).await?)
+                ctx.create(&id, &g).await
             }
             EnrollmentGroupCommand::Update {
                 id,
                 display_name,
                 enabled,
             } => {
-                let mut p = Map::new();
-                if let Some(v) = display_name {
-                    p.insert("displayName".into(), v.into());
-                }
-                if let Some(v) = enabled {
-                    p.insert("enabled".into(), v.into());
-                }
-                ctx.show(&c.update_enrollment_group(&id, &patch_or_fail(p)?).await?)
+                let patch = Patch::default()
+                    .set("displayName", display_name)
+                    .set("enabled", enabled);
+                ctx.update::<EnrollmentGroup>(&id, patch).await
             }
-            EnrollmentGroupCommand::Delete { id } => {
-                c.delete_enrollment_group(&id).await?;
-                ctx.done(format!("deleted enrollment group {id}"));
-                Ok(())
-            }
+            EnrollmentGroupCommand::Delete { id } => ctx.delete::<EnrollmentGroup>(&id).await,
             EnrollmentGroupCommand::Cert(GroupCertCommand::Set {
                 id,
                 entry,
@@ -1264,12 +1257,9 @@ pub fn run_device_template(cmd: DeviceTemplateCommand, global: &GlobalArgs) -> C
     with_client(global, |ctx| async move {
         match cmd {
             DeviceTemplateCommand::List { query } => {
-                ctx.list(ctx.client.list_device_templates(&query.options()))
-                    .await
+                ctx.list::<DeviceTemplate>(&query.options()).await
             }
-            DeviceTemplateCommand::Get { id } => {
-                ctx.show(&ctx.client.get_device_template(&id).await?)
-            }
+            DeviceTemplateCommand::Get { id } => ctx.get::<DeviceTemplate>(&id).await,
         }
     })
 }

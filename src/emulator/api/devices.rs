@@ -462,9 +462,31 @@ pub(super) async fn patch_attestation(
             .attestation
             .ok_or_else(|| ApiError::not_found("individual attestation of device", &id))?;
         let merged: Attestation = apply_patch(&current, &patch)?;
+        check_patch_fits(&patch, &merged)?;
         put_attestation_tx(c, &p, &id, merged)
     })?;
     Ok(ok(a))
+}
+
+/// Refuses a patch that sets the member of another kind of attestation than the one it
+/// leaves (`{"tpm": …}` on a symmetric-key attestation): merged in and then ignored, it would
+/// answer 200 for a change that did nothing. Changing the kind takes a `type` in the patch;
+/// the members of the former kind are then dropped.
+fn check_patch_fits(patch: &serde_json::Value, merged: &Attestation) -> ApiResult<()> {
+    let kind = match merged {
+        Attestation::SymmetricKey { .. } => "symmetricKey",
+        Attestation::X509 { .. } => "x509",
+        Attestation::Tpm { .. } => "tpm",
+    };
+    for member in ["symmetricKey", "x509", "tpm"] {
+        if member != kind && patch.get(member).is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::invalid_body(format!(
+                "the patch sets {member} but the attestation is of type {kind}; \
+                 give \"type\": \"{member}\" to change its kind"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn delete_attestation(
