@@ -334,6 +334,7 @@ fn device_commands() {
         key.as_str()
     );
     let k = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let k_file = write(emu.dir.path(), "k.txt", &format!("{k}\n"));
     let a = j(
         &emu,
         &[
@@ -342,10 +343,10 @@ fn device_commands() {
             "set",
             "therm-2",
             "--symmetric-key",
-            "--primary-key",
-            k,
-            "--secondary-key",
-            k,
+            "--primary-key-file",
+            &k_file,
+            "--secondary-key-file",
+            &k_file,
         ],
     );
     assert_eq!(a["symmetricKey"]["secondaryKey"], k);
@@ -374,8 +375,8 @@ fn device_commands() {
             "set",
             "cam-1",
             "--symmetric-key",
-            "--primary-key",
-            "short",
+            "--primary-key-file",
+            &write(emu.dir.path(), "short.txt", "short"),
         ])
         .assert()
         .code(2)
@@ -882,14 +883,13 @@ fn usage_errors_name_what_is_missing_not_the_environment() {
     );
     assert!(stderr.contains("<ID>"), "{stderr}");
 
-    let (usage, stderr) = usage_error(&emu, "device attestation set d1 --primary-key AAAA");
+    let (usage, stderr) = usage_error(&emu, "device attestation set d1 --primary-key-file k.txt");
     assert!(
         stderr.contains("--symmetric-key"),
         "names what is missing: {stderr}"
     );
     assert_eq!(
-        usage,
-        "Usage: iotc device attestation set --symmetric-key --primary-key <PRIMARY_KEY> <ID>",
+        usage, "Usage: iotc device attestation set --symmetric-key --primary-key-file <FILE> <ID>",
         "{stderr}"
     );
 
@@ -919,7 +919,7 @@ fn usage_errors_name_what_is_missing_not_the_environment() {
     let (usage, _) = usage_error(&emu, "device attestation set --app x");
     assert!(usage.contains("--app <URL>"), "{usage}");
 
-    // The help says why --primary-key needs --symmetric-key.
+    // The help says why --primary-key-file needs --symmetric-key.
     let help = emu
         .bare_iotc()
         .args(["device", "attestation", "set", "--help"])
@@ -927,7 +927,7 @@ fn usage_errors_name_what_is_missing_not_the_environment() {
         .unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
     let primary = help
-        .split("--primary-key <PRIMARY_KEY>")
+        .split("--primary-key-file <FILE>")
         .nth(1)
         .and_then(|s| s.split("\n\n").next())
         .unwrap_or_default()
@@ -936,7 +936,7 @@ fn usage_errors_name_what_is_missing_not_the_environment() {
         .join(" ");
     assert!(
         primary.contains("Needs --symmetric-key"),
-        "--primary-key help says what it needs: {primary}"
+        "--primary-key-file help says what it needs: {primary}"
     );
 }
 
@@ -979,6 +979,8 @@ fn device_attestation_update_sends_a_typed_merge_patch() {
     }
     let k1 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     let k2 = "HxwdGhsYGRYXFBUSExAREA4PDA0KCwgJBgcEBQIDAAE=";
+    let k1_file = write(emu.dir.path(), "k1.txt", k1);
+    let k2_file = write(emu.dir.path(), "k2.txt", k2);
 
     // Symmetric keys: one key changes, the other stays (merge-patch semantics).
     j(
@@ -989,10 +991,10 @@ fn device_attestation_update_sends_a_typed_merge_patch() {
             "set",
             "sk-1",
             "--symmetric-key",
-            "--primary-key",
-            k1,
-            "--secondary-key",
-            k1,
+            "--primary-key-file",
+            &k1_file,
+            "--secondary-key-file",
+            &k1_file,
         ],
     );
     let a = j(
@@ -1002,8 +1004,8 @@ fn device_attestation_update_sends_a_typed_merge_patch() {
             "attestation",
             "update",
             "sk-1",
-            "--secondary-key",
-            k2,
+            "--secondary-key-file",
+            &k2_file,
         ],
     );
     assert_eq!(a["type"], "symmetricKey");
@@ -1017,13 +1019,13 @@ fn device_attestation_update_sends_a_typed_merge_patch() {
             "attestation",
             "update",
             "sk-1",
-            "--primary-key",
-            "short",
+            "--primary-key-file",
+            &write(emu.dir.path(), "short.txt", "short"),
         ])
         .assert()
         .code(2)
         .stderr(predicate::str::contains(
-            "--primary-key is not valid base64",
+            "--primary-key-file is not valid base64",
         ));
 
     // X.509: add a secondary certificate, then remove it; the primary stays.
@@ -1080,8 +1082,8 @@ fn device_attestation_update_sends_a_typed_merge_patch() {
             "attestation",
             "update",
             "cam-1",
-            "--primary-key",
-            k1,
+            "--primary-key-file",
+            &k1_file,
         ])
         .assert()
         .code(2)

@@ -9,10 +9,21 @@ use predicates::prelude::*;
 const GROUP_KEY: &str =
     "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==";
 
+/// A file holding `text` (secrets come from files, never from a flag's value); the folder
+/// lives as long as the returned guard.
+fn secret_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("secret.txt");
+    std::fs::write(&f, format!("{text}\n")).unwrap();
+    (dir, f)
+}
+
 #[test]
 fn derive_key_gives_the_published_vector() {
+    let (_d, group) = secret_file(GROUP_KEY);
     Command::new(env!("CARGO_BIN_EXE_iotc"))
-        .args(["dps", "derive-key", "--group-key", GROUP_KEY])
+        .args(["dps", "derive-key", "--group-key-file"])
+        .arg(&group)
         .args(["--registration-id", "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6"])
         .assert()
         .success()
@@ -43,28 +54,20 @@ fn derive_key_from_file_and_json_output() {
 
 #[test]
 fn derive_key_refuses_bad_input() {
+    let (_d, bad) = secret_file("not base64!!");
+    let (_e, group) = secret_file(GROUP_KEY);
     Command::new(env!("CARGO_BIN_EXE_iotc"))
-        .args([
-            "dps",
-            "derive-key",
-            "--group-key",
-            "not base64!!",
-            "--registration-id",
-            "dev-1",
-        ])
+        .args(["dps", "derive-key", "--group-key-file"])
+        .arg(&bad)
+        .args(["--registration-id", "dev-1"])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("group key is not valid base64"))
         .stderr(predicate::str::contains("not base64!!").not());
     Command::new(env!("CARGO_BIN_EXE_iotc"))
-        .args([
-            "dps",
-            "derive-key",
-            "--group-key",
-            GROUP_KEY,
-            "--registration-id",
-            "dev 1",
-        ])
+        .args(["dps", "derive-key", "--group-key-file"])
+        .arg(&group)
+        .args(["--registration-id", "dev 1"])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("registration id"));
@@ -72,6 +75,8 @@ fn derive_key_refuses_bad_input() {
 
 #[test]
 fn register_needs_exactly_one_credential() {
+    let (_d, group) = secret_file(GROUP_KEY);
+    let (_e, device) = secret_file("AAAA");
     Command::new(env!("CARGO_BIN_EXE_iotc"))
         .args([
             "dps",
@@ -93,7 +98,10 @@ fn register_needs_exactly_one_credential() {
             "--registration-id",
             "dev-1",
         ])
-        .args(["--symmetric-key", "AAAA", "--group-key", GROUP_KEY])
+        .arg("--symmetric-key-file")
+        .arg(&device)
+        .arg("--group-key-file")
+        .arg(&group)
         .assert()
         .code(2)
         .stderr(predicate::str::contains("cannot be used with"));
@@ -101,6 +109,7 @@ fn register_needs_exactly_one_credential() {
 
 #[test]
 fn register_reports_an_unreachable_endpoint_without_leaking_the_key() {
+    let (_d, group) = secret_file(GROUP_KEY);
     // Port 1 on loopback: nothing listens there.
     Command::new(env!("CARGO_BIN_EXE_iotc"))
         .args([
@@ -111,14 +120,9 @@ fn register_reports_an_unreachable_endpoint_without_leaking_the_key() {
             "--registration-id",
             "dev-1",
         ])
-        .args([
-            "--group-key",
-            GROUP_KEY,
-            "--endpoint",
-            "https://127.0.0.1:1",
-            "--deadline",
-            "2",
-        ])
+        .arg("--group-key-file")
+        .arg(&group)
+        .args(["--endpoint", "https://127.0.0.1:1", "--deadline", "2"])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("failed to get an answer"))

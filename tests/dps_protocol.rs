@@ -414,6 +414,8 @@ async fn cli_registers_with_an_encrypted_key_and_a_derived_group_key() {
     let gk = env.sas_group("cli-sas").await;
     let gkf = dir.join("group.key");
     std::fs::write(&gkf, gk.expose()).unwrap();
+    let wrong = dir.join("wrong.key");
+    std::fs::write(&wrong, "AAAAAAAAAAAAAAAAAAAAAA==").unwrap();
     let out = tokio::task::spawn_blocking({
         let info = info.clone();
         move || {
@@ -441,7 +443,8 @@ async fn cli_registers_with_an_encrypted_key_and_a_derived_group_key() {
                     "--endpoint",
                     &info.dps_endpoint,
                 ])
-                .args(["--symmetric-key", "AAAAAAAAAAAAAAAAAAAAAA=="])
+                .arg("--symmetric-key-file")
+                .arg(&wrong)
                 .output()
                 .unwrap();
             (ok, bad)

@@ -394,14 +394,15 @@ fn fail(msg: impl Into<String>) -> CliError {
     msg.into().into()
 }
 
-/// Reads the first line of a password (or token) file; an empty first line is refused.
+/// Reads the first line of a secret file (a password, token or key); an empty first line is
+/// refused. The file's text is wiped from memory once the line is taken.
 pub(crate) fn read_password_file(path: &Path, what: &str) -> Result<Secret, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
         fail(format!(
             "could not read {what} file {}: {e}",
             path.display()
         ))
-    })?;
+    })?);
     let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
     if line.is_empty() {
         return Err(fail(format!("{what} file {} is empty", path.display())));

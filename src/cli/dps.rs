@@ -1,14 +1,13 @@
 //! `iotc dps ...`: register a device with DPS (X.509 or symmetric key) and derive device keys
 //! from enrollment group keys.
 //!
-//! Secrets can be given inline for quick tries, but each also has a `-file` form so they need
-//! not appear in the process list or the shell history.
+//! Secrets (symmetric keys, group keys, key passwords) come only from files, never from the
+//! value of a flag, so they appear neither in the process list nor in the shell history.
 
 use super::output::{print_json, print_table, OutputFormat};
 use super::{CliError, CliResult, GlobalArgs, EXIT_OK};
 use crate::dps::{self, Attestation, ClientOptions, X509Identity};
 use crate::ids::{IdScope, RegistrationId};
-use crate::secret::Secret;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,7 +32,7 @@ pub enum DpsCommand {
 #[allow(rustdoc::bare_urls)]
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("credential").required(true).args(
-    ["cert", "pfx", "symmetric_key", "symmetric_key_file", "group_key", "group_key_file"])))]
+    ["cert", "pfx", "symmetric_key_file", "group_key_file"])))]
 pub struct RegisterArgs {
     /// The ID scope of the DPS instance (IoT Central: Permissions > Device connection groups)
     /// [else IOTC_ID_SCOPE, else the profile's].
@@ -54,17 +53,12 @@ pub struct RegisterArgs {
     /// File holding the password of an encrypted key or of the PKCS#12 file.
     #[arg(long)]
     pub key_password_file: Option<PathBuf>,
-    /// The device's symmetric key (base64).
-    #[arg(long)]
-    pub symmetric_key: Option<Secret>,
-    /// File holding the device's symmetric key.
-    #[arg(long)]
+    /// File whose first line is the device's symmetric key (base64).
+    #[arg(long, value_name = "FILE")]
     pub symmetric_key_file: Option<PathBuf>,
-    /// An enrollment group key (base64): the device key is derived from it.
-    #[arg(long)]
-    pub group_key: Option<Secret>,
-    /// File holding an enrollment group key.
-    #[arg(long)]
+    /// File whose first line is an enrollment group key (base64): the device key is derived
+    /// from it.
+    #[arg(long, value_name = "FILE")]
     pub group_key_file: Option<PathBuf>,
     /// DPS endpoint (base URL) [else IOTC_DPS_ENDPOINT, else the profile's, else
     /// https://global.azure-devices-provisioning.net].
@@ -83,14 +77,10 @@ pub struct RegisterArgs {
 
 /// Arguments of `iotc dps derive-key`.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("key").required(true).args(["group_key", "group_key_file"])))]
 pub struct DeriveKeyArgs {
-    /// The enrollment group key (base64).
-    #[arg(long)]
-    pub group_key: Option<Secret>,
-    /// File holding the enrollment group key.
-    #[arg(long)]
-    pub group_key_file: Option<PathBuf>,
+    /// File whose first line is the enrollment group key (base64).
+    #[arg(long, value_name = "FILE")]
+    pub group_key_file: PathBuf,
     /// The registration id to derive the key for.
     #[arg(long)]
     pub registration_id: RegistrationId,
@@ -105,7 +95,7 @@ pub fn run(cmd: DpsCommand, global: &GlobalArgs) -> CliResult {
 }
 
 fn derive_key(args: DeriveKeyArgs, global: &GlobalArgs) -> CliResult {
-    let group = secret_arg(args.group_key, args.group_key_file.as_deref(), "group key")?;
+    let group = super::cert::read_password_file(&args.group_key_file, "group key")?;
     let key = dps::derive_device_key(group.expose(), args.registration_id.as_str())?;
     match global.output {
         OutputFormat::Json => print_json(&serde_json::json!({
@@ -119,7 +109,7 @@ fn derive_key(args: DeriveKeyArgs, global: &GlobalArgs) -> CliResult {
 
 fn register(args: RegisterArgs, global: &GlobalArgs) -> CliResult {
     let password = match &args.key_password_file {
-        Some(p) => Some(read_secret_file(p, "key password")?),
+        Some(p) => Some(super::cert::read_password_file(p, "key password")?),
         None => None,
     };
     let attestation = if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
@@ -134,18 +124,18 @@ fn register(args: RegisterArgs, global: &GlobalArgs) -> CliResult {
         let der = read(pfx)?;
         let pw = password.as_ref().map(|p| p.expose()).unwrap_or("");
         Attestation::X509(X509Identity::from_pkcs12(&der, pw)?)
-    } else if args.group_key.is_some() || args.group_key_file.is_some() {
-        let group = secret_arg(args.group_key, args.group_key_file.as_deref(), "group key")?;
+    } else if let Some(file) = &args.group_key_file {
+        let group = super::cert::read_password_file(file, "group key")?;
         Attestation::SymmetricKey(dps::derive_device_key(
             group.expose(),
             args.registration_id.as_str(),
         )?)
     } else {
-        Attestation::SymmetricKey(secret_arg(
-            args.symmetric_key,
-            args.symmetric_key_file.as_deref(),
-            "symmetric key",
-        )?)
+        let file = args
+            .symmetric_key_file
+            .as_deref()
+            .ok_or("no credential given")?;
+        Attestation::SymmetricKey(super::cert::read_password_file(file, "symmetric key")?)
     };
     if let Attestation::X509(id) = &attestation {
         if let Some(cn) = id.common_name() {
@@ -237,23 +227,4 @@ fn register(args: RegisterArgs, global: &GlobalArgs) -> CliResult {
 
 fn read(path: &Path) -> Result<Vec<u8>, CliError> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()).into())
-}
-
-fn read_secret_file(path: &Path, what: &str) -> Result<Secret, CliError> {
-    let bytes = zeroize::Zeroizing::new(read(path)?);
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| format!("the {what} file {} is not UTF-8", path.display()))?;
-    let text = text.trim_end_matches(['\r', '\n']);
-    if text.is_empty() {
-        return Err(format!("the {what} file {} is empty", path.display()).into());
-    }
-    Ok(Secret::new(text))
-}
-
-fn secret_arg(inline: Option<Secret>, file: Option<&Path>, what: &str) -> Result<Secret, CliError> {
-    match (inline, file) {
-        (Some(v), _) => Ok(Secret::new(v.expose().trim())),
-        (None, Some(p)) => read_secret_file(p, what),
-        (None, None) => Err(format!("no {what} given").into()),
-    }
 }

@@ -582,16 +582,19 @@ iotc device attestation set dev-1 --tpm \"$ENDORSEMENT_KEY\""
     Set {
         /// Device id.
         id: String,
-        /// Symmetric-key attestation (keys generated unless --primary-key/--secondary-key).
+        /// Symmetric-key attestation (keys generated unless --primary-key-file /
+        /// --secondary-key-file give them).
         #[arg(long, conflicts_with_all = ["cert", "tpm"])]
         symmetric_key: bool,
-        /// Primary key (base64 of 16 to 64 bytes). Needs --symmetric-key: that flag chooses
-        /// the kind of attestation, and a key belongs to a symmetric-key one only.
-        #[arg(long, requires = "symmetric_key")]
-        primary_key: Option<String>,
-        /// Secondary key (base64 of 16 to 64 bytes). Needs --symmetric-key, as --primary-key.
-        #[arg(long, requires = "symmetric_key")]
-        secondary_key: Option<String>,
+        /// File whose first line is the primary key (base64 of 16 to 64 bytes). Needs
+        /// --symmetric-key: that flag chooses the kind of attestation, and a key belongs to a
+        /// symmetric-key one only.
+        #[arg(long, value_name = "FILE", requires = "symmetric_key")]
+        primary_key_file: Option<PathBuf>,
+        /// File whose first line is the secondary key (base64 of 16 to 64 bytes). Needs
+        /// --symmetric-key, as --primary-key-file.
+        #[arg(long, value_name = "FILE", requires = "symmetric_key")]
+        secondary_key_file: Option<PathBuf>,
         /// X.509 attestation: the device's certificate (PEM or DER).
         #[arg(long, conflicts_with = "tpm")]
         cert: Option<PathBuf>,
@@ -606,7 +609,7 @@ iotc device attestation set dev-1 --tpm \"$ENDORSEMENT_KEY\""
     /// key. The options say which kind of attestation they belong to; the service refuses a
     /// patch that leaves an incomplete one (for example one key on an X.509 attestation).
     #[command(
-        after_help = "Examples:\n  iotc device attestation update dev-1 --secondary-key \"$NEW_KEY\"\n  \
+        after_help = "Examples:\n  iotc device attestation update dev-1 --secondary-key-file new-key.txt\n  \
 iotc device attestation update cam-1 --secondary-cert certs/cam-1-next_cert.pem\n  \
 iotc device attestation update cam-1 --remove-secondary-cert\n  \
 iotc device attestation update tpm-1 --tpm \"$ENDORSEMENT_KEY\""
@@ -626,12 +629,14 @@ iotc device attestation update tpm-1 --tpm \"$ENDORSEMENT_KEY\""
 pub struct AttestationUpdate {
     /// Device id.
     pub id: String,
-    /// New primary key (base64 of 16 to 64 bytes) of a symmetric-key attestation.
-    #[arg(long, group = "change", conflicts_with_all = ["cert", "secondary_cert", "remove_secondary_cert", "tpm"])]
-    pub primary_key: Option<String>,
-    /// New secondary key (base64 of 16 to 64 bytes) of a symmetric-key attestation.
-    #[arg(long, group = "change", conflicts_with_all = ["cert", "secondary_cert", "remove_secondary_cert", "tpm"])]
-    pub secondary_key: Option<String>,
+    /// File whose first line is the new primary key (base64 of 16 to 64 bytes) of a
+    /// symmetric-key attestation.
+    #[arg(long, value_name = "FILE", group = "change", conflicts_with_all = ["cert", "secondary_cert", "remove_secondary_cert", "tpm"])]
+    pub primary_key_file: Option<PathBuf>,
+    /// File whose first line is the new secondary key (base64 of 16 to 64 bytes) of a
+    /// symmetric-key attestation.
+    #[arg(long, value_name = "FILE", group = "change", conflicts_with_all = ["cert", "secondary_cert", "remove_secondary_cert", "tpm"])]
+    pub secondary_key_file: Option<PathBuf>,
     /// New primary certificate (PEM or DER) of an X.509 attestation.
     #[arg(long, group = "change", conflicts_with = "tpm")]
     pub cert: Option<PathBuf>,
@@ -652,6 +657,14 @@ fn random_key() -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// The key in `file` (its first line), checked; none when no file is given.
+fn key_file(flag: &str, file: Option<&std::path::Path>) -> Result<Option<String>, CliError> {
+    let Some(path) = file else { return Ok(None) };
+    let key = super::cert::read_password_file(path, "key")?;
+    check_key(flag, key.expose())?;
+    Ok(Some(key.expose().to_owned()))
+}
+
 fn check_key(name: &str, key: &str) -> Result<(), CliError> {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::STANDARD
@@ -668,23 +681,17 @@ fn check_key(name: &str, key: &str) -> Result<(), CliError> {
 /// merged in and ignored, and the command would report success for a change that did nothing.
 fn attestation_patch(update: AttestationUpdate) -> Result<Value, CliError> {
     let AttestationUpdate {
-        primary_key,
-        secondary_key,
+        primary_key_file,
+        secondary_key_file,
         cert,
         secondary_cert,
         remove_secondary_cert,
         tpm,
         ..
     } = update;
-    if primary_key.is_some() || secondary_key.is_some() {
-        for (flag, key) in [
-            ("--primary-key", &primary_key),
-            ("--secondary-key", &secondary_key),
-        ] {
-            if let Some(k) = key {
-                check_key(flag, k)?;
-            }
-        }
+    if primary_key_file.is_some() || secondary_key_file.is_some() {
+        let primary_key = key_file("--primary-key-file", primary_key_file.as_deref())?;
+        let secondary_key = key_file("--secondary-key-file", secondary_key_file.as_deref())?;
         let keys = Patch::default()
             .set("primaryKey", primary_key)
             .set("secondaryKey", secondary_key);
@@ -764,17 +771,18 @@ pub fn run_device(cmd: DeviceCommand, global: &GlobalArgs) -> CliResult {
             DeviceCommand::Attestation(AttestationCommand::Set {
                 id,
                 symmetric_key,
-                primary_key,
-                secondary_key,
+                primary_key_file,
+                secondary_key_file,
                 cert,
                 secondary_cert,
                 tpm,
             }) => {
                 let attestation = if symmetric_key {
-                    let primary = primary_key.unwrap_or_else(random_key);
-                    let secondary = secondary_key.unwrap_or_else(random_key);
-                    check_key("--primary-key", &primary)?;
-                    check_key("--secondary-key", &secondary)?;
+                    let primary = key_file("--primary-key-file", primary_key_file.as_deref())?
+                        .unwrap_or_else(random_key);
+                    let secondary =
+                        key_file("--secondary-key-file", secondary_key_file.as_deref())?
+                            .unwrap_or_else(random_key);
                     Attestation::SymmetricKey {
                         symmetric_key: SymmetricKey {
                             primary_key: Secret::new(primary),
