@@ -128,6 +128,7 @@ impl Report {
     }
 
     /// 0 when every device is done, 1 otherwise.
+    #[cfg(feature = "cli")]
     pub fn exit_code(&self) -> i32 {
         let all_done = self.succeeded == self.total && !self.dry_run;
         if all_done || (self.dry_run && self.failed == 0) {
