@@ -223,6 +223,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "cli")]
     fn exit_code_follows_the_outcome() {
         assert_eq!(report(3, 0, vec![]).exit_code(), 0);
         let r = report(
