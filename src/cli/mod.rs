@@ -8,6 +8,7 @@
 pub mod central;
 pub mod cert;
 pub mod config;
+pub mod demo;
 pub mod dps;
 pub mod emulator;
 pub mod output;

@@ -304,7 +304,7 @@ pub fn run_provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
 /// Runs `iotc demo`.
 pub fn run_demo(args: DemoArgs, global: &GlobalArgs) -> CliResult {
     let rt = super::runtime()?;
-    rt.block_on(crate::workflow::demo::run(
+    rt.block_on(super::demo::run(
         args.data_dir,
         args.devices,
         global.output == super::output::OutputFormat::Json,

@@ -7,7 +7,6 @@
 //! crash never loses or doubles anything; the run ends with a [`report`].
 
 pub mod bundle;
-pub mod demo;
 pub mod journal;
 pub mod manifest;
 pub mod onboard;

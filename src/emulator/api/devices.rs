@@ -6,9 +6,10 @@
 //! provisioned = `provisioned: true` (set only by a DPS registration), blocked =
 //! `enabled: false`.
 
+use super::resource::{self, Change, Reach, Resource, Upsert};
 use super::{
-    apply_patch, check_etag, if_match, json_body, list_params, no_content, no_params, ok, paginate,
-    patch_body, valid_id, AppState, Ctx, ListOptions,
+    apply_patch, check_etag, json_body, no_content, no_params, ok, patch_body, valid_id, AppState,
+    Ctx, ListOptions, ListParams,
 };
 use crate::central::models::{Attestation, Device, DeviceCredentials, X509CertificateInfo};
 use crate::emulator::app::{derive_keys, new_etag};
@@ -23,6 +24,7 @@ use axum::response::Response;
 use axum::Extension;
 use base64::Engine;
 use rusqlite::Connection;
+use std::borrow::Cow;
 
 const LABEL: &str = "device";
 
@@ -70,14 +72,14 @@ fn check_template(t: &str) -> ApiResult<()> {
 }
 
 /// Creates or replaces a device in one transaction.
-pub(super) fn upsert(
+fn upsert(
     c: &Connection,
     p: &Principal,
     id: &str,
     body: Device,
     if_match: Option<&str>,
     preview: bool,
-) -> ApiResult<Device> {
+) -> ApiResult<DeviceRecord> {
     p.require_area(Area::Devices, Access::Write)?;
     let existing: Option<DeviceRecord> = store::get(c, kind::DEVICE, id)?;
     if let Some(ex) = &existing {
@@ -147,25 +149,11 @@ pub(super) fn upsert(
         attestation: existing.and_then(|e| e.attestation),
     };
     store::put(c, kind::DEVICE, id, &rec)?;
-    Ok(rec.device)
-}
-
-fn load(c: &Connection, p: &Principal, id: &str, access: Access) -> ApiResult<DeviceRecord> {
-    p.require_area(Area::Devices, access)?;
-    let rec: DeviceRecord = store::require(c, kind::DEVICE, LABEL, id)?;
-    p.require(Area::Devices, access, rec.orgs())?;
     Ok(rec)
 }
 
-pub(super) async fn get(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    no_params_except_expand(&ctx)?;
-    let rec = st.store.read(|c| load(c, &p, &id, Access::Read))?;
-    Ok(ok(wire(&rec.device, ctx.preview)))
+fn load(c: &Connection, p: &Principal, id: &str, access: Access) -> ApiResult<DeviceRecord> {
+    resource::load::<Devices>(c, p, id, access)
 }
 
 fn no_params_except_expand(ctx: &Ctx) -> ApiResult<()> {
@@ -175,99 +163,48 @@ fn no_params_except_expand(ctx: &Ctx) -> ApiResult<()> {
     no_params(ctx)
 }
 
-pub(super) async fn put(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    headers: http::HeaderMap,
-    body: Bytes,
-) -> ApiResult<Response> {
-    no_params_except_expand(&ctx)?;
-    valid_id(crate::ids::DeviceId::new(id.as_str()))?;
-    let dev: Device = json_body(&body)?;
-    let im = if_match(&headers);
-    let d = st
-        .store
-        .write(|c| upsert(c, &p, &id, dev, im.as_deref(), ctx.preview))?;
-    Ok(ok(wire(&d, ctx.preview)))
-}
+/// Devices: etags, at most one organization, a DTMI template, `type` on the preview, and
+/// the list with paging, `filter` and `orderby` (by display name).
+pub(super) struct Devices;
 
-pub(super) async fn patch(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    headers: http::HeaderMap,
-    body: Bytes,
-) -> ApiResult<Response> {
-    no_params_except_expand(&ctx)?;
-    let patch = patch_body(&body)?;
-    let im = if_match(&headers);
-    let d = st.store.write(|c| {
-        let rec = load(c, &p, &id, Access::Write)?;
-        let given_etag = patch
-            .get("etag")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned);
-        check_etag(
-            given_etag.as_deref(),
-            im.as_deref(),
-            rec.device.etag.as_deref(),
-            LABEL,
-            &id,
-        )?;
-        let mut merged: Device = apply_patch(&wire(&rec.device, ctx.preview), &patch)?;
-        merged.etag = rec.device.etag.clone();
-        if patch.get("type").is_none() {
-            merged.device_type = None;
-        }
-        upsert(c, &p, &id, merged, None, ctx.preview)
-    })?;
-    Ok(ok(wire(&d, ctx.preview)))
-}
+impl Resource for Devices {
+    const PATH: &'static str = "devices";
+    const KIND: &'static str = kind::DEVICE;
+    const LABEL: &'static str = LABEL;
+    const AREA: Area = Area::Devices;
+    const REACH: Reach = Reach::Organizations;
+    const LIST: ListOptions = ListOptions::ALL;
+    type Record = DeviceRecord;
+    type Wire = Device;
 
-pub(super) async fn delete(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    no_params_except_expand(&ctx)?;
-    st.store.write(|c| {
-        load(c, &p, &id, Access::Write)?;
-        store::delete(c, kind::DEVICE, &id)
-    })?;
-    Ok(no_content())
-}
-
-pub(super) async fn list(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-) -> ApiResult<Response> {
-    if ctx.preview && ctx.param("expand").is_some() {
-        return Err(ApiError::not_supported("expand"));
+    fn orgs(rec: &DeviceRecord) -> Cow<'_, [String]> {
+        Cow::Borrowed(rec.orgs())
     }
-    let params = list_params(
-        &ctx,
-        ListOptions {
-            filter: true,
-            orderby: true,
-            maxpagesize: true,
-        },
-    )?;
-    p.require_area(Area::Devices, Access::Read)?;
-    let all: Vec<DeviceRecord> = st.store.read(|c| store::list(c, kind::DEVICE))?;
-    let mut visible: Vec<Device> = all
-        .into_iter()
-        .filter(|r| p.reaches(Area::Devices, Access::Read, r.orgs()))
-        .map(|r| r.device)
-        .filter(|d| params.filter.as_ref().is_none_or(|f| f.matches(d)))
-        .map(|d| wire(&d, ctx.preview))
-        .collect();
-    if let Some(desc) = params.desc {
-        visible.sort_by(|a, b| {
+
+    fn to_wire(_: &AppState, ctx: &Ctx, rec: &DeviceRecord) -> Device {
+        wire(&rec.device, ctx.preview)
+    }
+
+    fn item_params(ctx: &Ctx) -> ApiResult<()> {
+        no_params_except_expand(ctx)
+    }
+
+    fn list_check(ctx: &Ctx) -> ApiResult<()> {
+        if ctx.preview && ctx.param("expand").is_some() {
+            return Err(ApiError::not_supported("expand"));
+        }
+        Ok(())
+    }
+
+    fn list_filter(params: &ListParams, rec: &DeviceRecord) -> bool {
+        params
+            .filter
+            .as_ref()
+            .is_none_or(|f| f.matches(&rec.device))
+    }
+
+    fn list_order(items: &mut [Device], desc: bool) {
+        items.sort_by(|a, b| {
             let o = a
                 .display_name
                 .as_deref()
@@ -281,7 +218,38 @@ pub(super) async fn list(
             }
         });
     }
-    Ok(ok(paginate(&st, &ctx, &params, visible)))
+}
+
+impl Upsert for Devices {
+    const ETAGS: bool = true;
+
+    fn valid_id(id: &str) -> ApiResult<()> {
+        valid_id(crate::ids::DeviceId::new(id)).map(drop)
+    }
+
+    fn upsert(
+        c: &Connection,
+        p: &Principal,
+        id: &str,
+        body: Device,
+        change: Change<'_>,
+    ) -> ApiResult<DeviceRecord> {
+        upsert(c, p, id, body, change.if_match, change.preview)
+    }
+
+    fn etag(rec: &DeviceRecord) -> Option<&str> {
+        rec.device.etag.as_deref()
+    }
+
+    /// The etag stays the current one (checked already), and `type` is only written when
+    /// the patch names it.
+    fn patched(mut merged: Device, patch: &serde_json::Value, rec: &DeviceRecord) -> Device {
+        merged.etag = rec.device.etag.clone();
+        if patch.get("type").is_none() {
+            merged.device_type = None;
+        }
+        merged
+    }
 }
 
 /// The credentials of a device: the id scope and, unless it has individual x509 or tpm

@@ -6,9 +6,9 @@
 //! application-wide assignment makes them application-level (only application-wide
 //! administrators see them).
 
+use super::resource::{Change, Reach, Resource, Upsert};
 use super::{
-    apply_patch, json_body, list_params, no_content, no_params, ok, paginate, patch_body, valid_id,
-    AppState, Ctx, ListOptions,
+    json_body, list_params, no_params, ok, paginate, valid_id, AppState, Ctx, ListOptions,
 };
 use crate::central::models::{
     ApiToken, DeviceGroup, Organization, Role, RoleAssignment, User, UserKind,
@@ -22,15 +22,9 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::Extension;
 use rusqlite::Connection;
+use std::borrow::Cow;
 
 // ---- organizations ----
-
-fn org_load(c: &Connection, p: &Principal, id: &str, access: Access) -> ApiResult<Organization> {
-    p.require_area(Area::Organizations, access)?;
-    let o: Organization = store::require(c, kind::ORGANIZATION, "organization", id)?;
-    p.require(Area::Organizations, access, &[id.to_owned()])?;
-    Ok(o)
-}
 
 fn org_upsert(
     c: &Connection,
@@ -81,97 +75,62 @@ fn org_upsert(
     Ok(o)
 }
 
-pub(super) async fn list_orgs(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-) -> ApiResult<Response> {
-    let params = list_params(&ctx, ListOptions::default())?;
-    p.require_area(Area::Organizations, Access::Read)?;
-    let all: Vec<Organization> = st.store.read(|c| store::list(c, kind::ORGANIZATION))?;
-    let items: Vec<Organization> = all
-        .into_iter()
-        .filter(|o| {
-            let id = o.id.clone().unwrap_or_default();
-            p.reaches(Area::Organizations, Access::Read, &[id])
-        })
-        .collect();
-    Ok(ok(paginate(&st, &ctx, &params, items)))
-}
+/// Organizations: a tree; a parent must exist and a move may not create a cycle.
+pub(super) struct Organizations;
 
-pub(super) async fn get_org(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    Ok(ok(st.store.read(|c| org_load(c, &p, &id, Access::Read))?))
-}
+impl Resource for Organizations {
+    const PATH: &'static str = "organizations";
+    const KIND: &'static str = kind::ORGANIZATION;
+    const LABEL: &'static str = "organization";
+    const AREA: Area = Area::Organizations;
+    const REACH: Reach = Reach::Organizations;
+    type Record = Organization;
+    type Wire = Organization;
 
-pub(super) async fn put_org(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    valid_id(crate::ids::OrganizationId::new(id.as_str()))?;
-    let o: Organization = json_body(&body)?;
-    Ok(ok(st.store.write(|c| org_upsert(c, &p, &id, o))?))
-}
+    fn orgs(o: &Organization) -> Cow<'_, [String]> {
+        Cow::Owned(vec![o.id.clone().unwrap_or_default()])
+    }
 
-pub(super) async fn patch_org(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    let patch = patch_body(&body)?;
-    let o = st.store.write(|c| {
-        let cur = org_load(c, &p, &id, Access::Write)?;
-        let merged: Organization = apply_patch(&cur, &patch)?;
-        org_upsert(c, &p, &id, merged)
-    })?;
-    Ok(ok(o))
-}
+    fn to_wire(_: &AppState, _: &Ctx, o: &Organization) -> Organization {
+        o.clone()
+    }
 
-pub(super) async fn delete_org(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    st.store.write(|c| {
-        org_load(c, &p, &id, Access::Write)?;
+    /// An organization still used by a child, a device, a device group, a user or a token
+    /// cannot be deleted.
+    fn check_delete(c: &Connection, id: &str, _: &Organization) -> ApiResult<()> {
         let mut uses = Vec::new();
         let orgs: Vec<Organization> = store::list(c, kind::ORGANIZATION)?;
         let children = orgs
             .iter()
-            .filter(|o| o.parent.as_deref() == Some(&id))
+            .filter(|o| o.parent.as_deref() == Some(id))
             .count();
         if children > 0 {
             uses.push(format!("{children} child organization(s)"));
         }
         let devices: Vec<DeviceRecord> = store::list(c, kind::DEVICE)?;
-        let n = devices.iter().filter(|d| d.orgs().contains(&id)).count();
+        let n = devices
+            .iter()
+            .filter(|d| d.orgs().iter().any(|o| o == id))
+            .count();
         if n > 0 {
             uses.push(format!("{n} device(s)"));
         }
         let groups: Vec<DeviceGroup> = store::list(c, kind::DEVICE_GROUP)?;
         let n = groups
             .iter()
-            .filter(|g| g.organizations.as_deref().unwrap_or_default().contains(&id))
+            .filter(|g| {
+                g.organizations
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|o| o == id)
+            })
             .count();
         if n > 0 {
             uses.push(format!("{n} device group(s)"));
         }
         let names =
-            |roles: &[RoleAssignment]| roles.iter().any(|r| r.organization.as_deref() == Some(&id));
+            |roles: &[RoleAssignment]| roles.iter().any(|r| r.organization.as_deref() == Some(id));
         let users: Vec<User> = store::list(c, kind::USER)?;
         let n = users.iter().filter(|u| names(&u.roles)).count();
         if n > 0 {
@@ -182,15 +141,31 @@ pub(super) async fn delete_org(
         if n > 0 {
             uses.push(format!("{n} API token(s)"));
         }
-        if !uses.is_empty() {
-            return Err(ApiError::conflict(format!(
+        if uses.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::conflict(format!(
                 "organization {id:?} is still in use by {}; move or delete them first",
                 uses.join(", ")
-            )));
+            )))
         }
-        store::delete(c, kind::ORGANIZATION, &id)
-    })?;
-    Ok(no_content())
+    }
+}
+
+impl Upsert for Organizations {
+    fn valid_id(id: &str) -> ApiResult<()> {
+        valid_id(crate::ids::OrganizationId::new(id)).map(drop)
+    }
+
+    fn upsert(
+        c: &Connection,
+        p: &Principal,
+        id: &str,
+        body: Organization,
+        _: Change<'_>,
+    ) -> ApiResult<Organization> {
+        org_upsert(c, p, id, body)
+    }
 }
 
 // ---- roles ----
@@ -207,7 +182,7 @@ pub(super) async fn list_roles(
     Extension(p): Extension<Principal>,
     Extension(ctx): Extension<Ctx>,
 ) -> ApiResult<Response> {
-    let params = list_params(&ctx, ListOptions::default())?;
+    let params = list_params(&ctx, ListOptions::NONE)?;
     p.require_area(Area::Roles, Access::Read)?;
     let items: Vec<Role> = BUILT_IN_ROLES.iter().map(|(i, n)| role(i, n)).collect();
     Ok(ok(paginate(&st, &ctx, &params, items)))
@@ -274,13 +249,6 @@ fn check_roles(c: &Connection, roles: &[RoleAssignment]) -> ApiResult<()> {
 }
 
 // ---- users ----
-
-fn user_load(c: &Connection, p: &Principal, id: &str, access: Access) -> ApiResult<User> {
-    p.require_area(Area::Users, access)?;
-    let u: User = store::require(c, kind::USER, "user", id)?;
-    p.require(Area::Users, access, &orgs_of_roles(&u.roles))?;
-    Ok(u)
-}
 
 fn user_upsert(c: &Connection, p: &Principal, id: &str, body: User) -> ApiResult<User> {
     p.require_area(Area::Users, Access::Write)?;
@@ -370,81 +338,42 @@ fn user_upsert(c: &Connection, p: &Principal, id: &str, body: User) -> ApiResult
     Ok(u)
 }
 
-pub(super) async fn list_users(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-) -> ApiResult<Response> {
-    let params = list_params(
-        &ctx,
-        ListOptions {
-            maxpagesize: true,
-            ..ListOptions::default()
-        },
-    )?;
-    p.require_area(Area::Users, Access::Read)?;
-    let all: Vec<User> = st.store.read(|c| store::list(c, kind::USER))?;
-    let items: Vec<User> = all
-        .into_iter()
-        .filter(|u| p.reaches(Area::Users, Access::Read, &orgs_of_roles(&u.roles)))
-        .collect();
-    Ok(ok(paginate(&st, &ctx, &params, items)))
+/// Users: bound to the organizations of their role assignments.
+pub(super) struct Users;
+
+impl Resource for Users {
+    const PATH: &'static str = "users";
+    const KIND: &'static str = kind::USER;
+    const LABEL: &'static str = "user";
+    const AREA: Area = Area::Users;
+    const REACH: Reach = Reach::Organizations;
+    const LIST: ListOptions = ListOptions::PAGE_SIZE;
+    type Record = User;
+    type Wire = User;
+
+    fn orgs(u: &User) -> Cow<'_, [String]> {
+        Cow::Owned(orgs_of_roles(&u.roles))
+    }
+
+    fn to_wire(_: &AppState, _: &Ctx, u: &User) -> User {
+        u.clone()
+    }
 }
 
-pub(super) async fn get_user(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    Ok(ok(st
-        .store
-        .read(|c| user_load(c, &p, &id, Access::Read))?))
-}
+impl Upsert for Users {
+    fn valid_id(id: &str) -> ApiResult<()> {
+        valid_id(crate::ids::UserId::new(id)).map(drop)
+    }
 
-pub(super) async fn put_user(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    valid_id(crate::ids::UserId::new(id.as_str()))?;
-    let u: User = json_body(&body)?;
-    Ok(ok(st.store.write(|c| user_upsert(c, &p, &id, u))?))
-}
-
-pub(super) async fn patch_user(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    let patch = patch_body(&body)?;
-    let u = st.store.write(|c| {
-        let cur = user_load(c, &p, &id, Access::Write)?;
-        let merged: User = apply_patch(&cur, &patch)?;
-        user_upsert(c, &p, &id, merged)
-    })?;
-    Ok(ok(u))
-}
-
-pub(super) async fn delete_user(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    st.store.write(|c| {
-        user_load(c, &p, &id, Access::Write)?;
-        store::delete(c, kind::USER, &id)
-    })?;
-    Ok(no_content())
+    fn upsert(
+        c: &Connection,
+        p: &Principal,
+        id: &str,
+        body: User,
+        _: Change<'_>,
+    ) -> ApiResult<User> {
+        user_upsert(c, p, id, body)
+    }
 }
 
 // ---- API tokens ----
@@ -458,38 +387,26 @@ fn token_wire(t: &TokenRecord) -> ApiToken {
     }
 }
 
-fn token_load(c: &Connection, p: &Principal, id: &str, access: Access) -> ApiResult<TokenRecord> {
-    p.require_area(Area::ApiTokens, access)?;
-    let t: TokenRecord = store::require(c, kind::API_TOKEN, "API token", id)?;
-    p.require(Area::ApiTokens, access, &orgs_of_roles(&t.roles))?;
-    Ok(t)
-}
+/// API tokens: made by PUT (the value is returned once), never changed, bound to the
+/// organizations of their role assignments.
+pub(super) struct ApiTokens;
 
-pub(super) async fn list_tokens(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-) -> ApiResult<Response> {
-    let params = list_params(&ctx, ListOptions::default())?;
-    p.require_area(Area::ApiTokens, Access::Read)?;
-    let all: Vec<TokenRecord> = st.store.read(|c| store::list(c, kind::API_TOKEN))?;
-    let items: Vec<ApiToken> = all
-        .iter()
-        .filter(|t| p.reaches(Area::ApiTokens, Access::Read, &orgs_of_roles(&t.roles)))
-        .map(token_wire)
-        .collect();
-    Ok(ok(paginate(&st, &ctx, &params, items)))
-}
+impl Resource for ApiTokens {
+    const PATH: &'static str = "apiTokens";
+    const KIND: &'static str = kind::API_TOKEN;
+    const LABEL: &'static str = "API token";
+    const AREA: Area = Area::ApiTokens;
+    const REACH: Reach = Reach::Organizations;
+    type Record = TokenRecord;
+    type Wire = ApiToken;
 
-pub(super) async fn get_token(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    let t = st.store.read(|c| token_load(c, &p, &id, Access::Read))?;
-    Ok(ok(token_wire(&t)))
+    fn orgs(t: &TokenRecord) -> Cow<'_, [String]> {
+        Cow::Owned(orgs_of_roles(&t.roles))
+    }
+
+    fn to_wire(_: &AppState, _: &Ctx, t: &TokenRecord) -> ApiToken {
+        token_wire(t)
+    }
 }
 
 pub(super) async fn put_token(
@@ -543,18 +460,4 @@ pub(super) async fn put_token(
     let mut out = token_wire(&made.record);
     out.token = Some(made.value);
     Ok(ok(out))
-}
-
-pub(super) async fn delete_token(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    st.store.write(|c| {
-        token_load(c, &p, &id, Access::Write)?;
-        store::delete(c, kind::API_TOKEN, &id)
-    })?;
-    Ok(no_content())
 }

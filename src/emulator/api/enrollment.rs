@@ -6,10 +6,8 @@
 //! of them; changing them needs an application-wide role.
 
 use super::devices::check_key;
-use super::{
-    apply_patch, check_etag, if_match, json_body, list_params, no_content, no_params, ok, paginate,
-    patch_body, valid_id, AppState, Ctx, ListOptions,
-};
+use super::resource::{self, Change, Reach, Resource, Upsert};
+use super::{check_etag, if_match, json_body, no_content, no_params, ok, valid_id, AppState, Ctx};
 use crate::central::models::{
     EnrollmentGroup, GroupAttestation, SigningX509Certificate, X509VerificationCertificate,
     X509VerificationCode,
@@ -34,8 +32,7 @@ fn id_scope<'a>(st: &'a AppState, ctx: &Ctx) -> Option<&'a str> {
 }
 
 fn load(c: &Connection, p: &Principal, id: &str, access: Access) -> ApiResult<GroupRecord> {
-    p.require_app(Area::EnrollmentGroups, access)?;
-    store::require(c, kind::ENROLLMENT_GROUP, LABEL, id)
+    resource::load::<EnrollmentGroups>(c, p, id, access)
 }
 
 /// Decodes and checks an uploaded signing certificate into a fresh entry.
@@ -140,63 +137,53 @@ fn attestation_change() -> ApiError {
     )
 }
 
-pub(super) async fn list(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-) -> ApiResult<Response> {
-    let params = list_params(&ctx, ListOptions::default())?;
-    p.require_app(Area::EnrollmentGroups, Access::Read)?;
-    let all: Vec<GroupRecord> = st.store.read(|c| store::list(c, kind::ENROLLMENT_GROUP))?;
-    let scope = id_scope(&st, &ctx);
-    let items: Vec<EnrollmentGroup> = all.iter().map(|g| g.to_wire(scope)).collect();
-    Ok(ok(paginate(&st, &ctx, &params, items)))
+/// Enrollment groups: symmetric-key or X.509, application level; their signing
+/// certificates change through `/certificates/{entry}` (below), not through PATCH.
+pub(super) struct EnrollmentGroups;
+
+impl Resource for EnrollmentGroups {
+    const PATH: &'static str = "enrollmentGroups";
+    const KIND: &'static str = kind::ENROLLMENT_GROUP;
+    const LABEL: &'static str = LABEL;
+    const AREA: Area = Area::EnrollmentGroups;
+    const REACH: Reach = Reach::Application;
+    type Record = GroupRecord;
+    type Wire = EnrollmentGroup;
+
+    fn to_wire(st: &AppState, ctx: &Ctx, g: &GroupRecord) -> EnrollmentGroup {
+        g.to_wire(id_scope(st, ctx))
+    }
 }
 
-pub(super) async fn get(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    let g = st.store.read(|c| load(c, &p, &id, Access::Read))?;
-    Ok(ok(g.to_wire(id_scope(&st, &ctx))))
-}
+impl Upsert for EnrollmentGroups {
+    const ETAGS: bool = true;
 
-pub(super) async fn put(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    headers: http::HeaderMap,
-    body: Bytes,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    valid_id(crate::ids::EnrollmentGroupId::new(id.as_str()))?;
-    let g: EnrollmentGroup = json_body(&body)?;
-    let im = if_match(&headers);
-    let g = st.store.write(|c| upsert(c, &p, &id, g, im.as_deref()))?;
-    Ok(ok(g.to_wire(id_scope(&st, &ctx))))
-}
+    fn valid_id(id: &str) -> ApiResult<()> {
+        valid_id(crate::ids::EnrollmentGroupId::new(id)).map(drop)
+    }
 
-pub(super) async fn patch(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    headers: http::HeaderMap,
-    body: Bytes,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    let patch = patch_body(&body)?;
-    let im = if_match(&headers);
-    let g = st.store.write(|c| {
-        let current = load(c, &p, &id, Access::Write)?;
-        let given = patch.get("etag").and_then(|v| v.as_str());
-        check_etag(given, im.as_deref(), Some(&current.etag), LABEL, &id)?;
-        // Certificates change through their own paths; a patch touching them is refused
-        // rather than half-applied.
+    fn upsert(
+        c: &Connection,
+        p: &Principal,
+        id: &str,
+        body: EnrollmentGroup,
+        change: Change<'_>,
+    ) -> ApiResult<GroupRecord> {
+        upsert(c, p, id, body, change.if_match)
+    }
+
+    fn etag(g: &GroupRecord) -> Option<&str> {
+        Some(&g.etag)
+    }
+
+    /// Certificates change through their own paths; a patch touching them is refused rather
+    /// than half-applied, and the base it merges into holds none.
+    fn patch_base(
+        _: &AppState,
+        _: &Ctx,
+        current: &GroupRecord,
+        patch: &serde_json::Value,
+    ) -> ApiResult<EnrollmentGroup> {
         if patch
             .pointer("/attestation/x509")
             .is_some_and(|v| !v.is_null())
@@ -209,7 +196,15 @@ pub(super) async fn patch(
         if let GroupAttestation::X509 { x509 } = &mut wire.attestation {
             *x509 = None;
         }
-        let mut merged: EnrollmentGroup = apply_patch(&wire, &patch)?;
+        Ok(wire)
+    }
+
+    /// The group keys stay unless the patch names new ones.
+    fn patched(
+        mut merged: EnrollmentGroup,
+        patch: &serde_json::Value,
+        _: &GroupRecord,
+    ) -> EnrollmentGroup {
         merged.etag = None;
         if let (GroupAttestation::SymmetricKey { symmetric_key }, false) = (
             &mut merged.attestation,
@@ -217,23 +212,8 @@ pub(super) async fn patch(
         ) {
             *symmetric_key = None;
         }
-        upsert(c, &p, &id, merged, None)
-    })?;
-    Ok(ok(g.to_wire(id_scope(&st, &ctx))))
-}
-
-pub(super) async fn delete(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    st.store.write(|c| {
-        load(c, &p, &id, Access::Write)?;
-        store::delete(c, kind::ENROLLMENT_GROUP, &id)
-    })?;
-    Ok(no_content())
+        merged
+    }
 }
 
 #[derive(Clone, Copy)]

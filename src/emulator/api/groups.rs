@@ -2,10 +2,8 @@
 //! templates (stored as given; the emulator does not interpret DTDL).
 
 use super::devices::{check_orgs, wire};
-use super::{
-    apply_patch, check_etag, if_match, json_body, list_params, no_content, no_params, ok, paginate,
-    patch_body, valid_id, AppState, Ctx, ListOptions,
-};
+use super::resource::{self, Change, Reach, Resource, Upsert};
+use super::{check_etag, list_params, ok, paginate, valid_id, AppState, Ctx, ListOptions};
 use crate::central::models::{Device, DeviceGroup, DeviceTemplate};
 use crate::emulator::app::new_etag;
 use crate::emulator::auth::{Access, Area, Principal};
@@ -13,23 +11,16 @@ use crate::emulator::error::{ApiError, ApiResult};
 use crate::emulator::query;
 use crate::emulator::records::DeviceRecord;
 use crate::emulator::store::{self, kind};
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::Extension;
 use rusqlite::Connection;
+use std::borrow::Cow;
 
 const LABEL: &str = "device group";
 
 fn orgs_of(g: &DeviceGroup) -> &[String] {
     g.organizations.as_deref().unwrap_or_default()
-}
-
-fn load(c: &Connection, p: &Principal, id: &str, access: Access) -> ApiResult<DeviceGroup> {
-    p.require_area(Area::DeviceGroups, access)?;
-    let g: DeviceGroup = store::require(c, kind::DEVICE_GROUP, LABEL, id)?;
-    p.require(Area::DeviceGroups, access, orgs_of(&g))?;
-    Ok(g)
 }
 
 fn upsert(
@@ -81,93 +72,65 @@ fn upsert(
     Ok(g)
 }
 
-pub(super) async fn list(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-) -> ApiResult<Response> {
-    if ctx.preview && (ctx.param("filter").is_some() || ctx.param("orderby").is_some()) {
-        return Err(ApiError::not_supported(
-            "filter and orderby on device groups",
-        ));
+/// Device groups: a query parsed on write (evaluated on read), etags, organizations.
+pub(super) struct DeviceGroups;
+
+impl Resource for DeviceGroups {
+    const PATH: &'static str = "deviceGroups";
+    const KIND: &'static str = kind::DEVICE_GROUP;
+    const LABEL: &'static str = LABEL;
+    const AREA: Area = Area::DeviceGroups;
+    const REACH: Reach = Reach::Organizations;
+    const LIST: ListOptions = ListOptions::PAGE_SIZE;
+    type Record = DeviceGroup;
+    type Wire = DeviceGroup;
+
+    fn orgs(g: &DeviceGroup) -> Cow<'_, [String]> {
+        Cow::Borrowed(orgs_of(g))
     }
-    let params = list_params(
-        &ctx,
-        ListOptions {
-            maxpagesize: true,
-            ..ListOptions::default()
-        },
-    )?;
-    p.require_area(Area::DeviceGroups, Access::Read)?;
-    let all: Vec<DeviceGroup> = st.store.read(|c| store::list(c, kind::DEVICE_GROUP))?;
-    let items: Vec<DeviceGroup> = all
-        .into_iter()
-        .filter(|g| p.reaches(Area::DeviceGroups, Access::Read, orgs_of(g)))
-        .collect();
-    Ok(ok(paginate(&st, &ctx, &params, items)))
+
+    fn to_wire(_: &AppState, _: &Ctx, g: &DeviceGroup) -> DeviceGroup {
+        g.clone()
+    }
+
+    fn list_check(ctx: &Ctx) -> ApiResult<()> {
+        not_filtered(ctx, "filter and orderby on device groups")
+    }
 }
 
-pub(super) async fn get(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    Ok(ok(st.store.read(|c| load(c, &p, &id, Access::Read))?))
-}
+impl Upsert for DeviceGroups {
+    const ETAGS: bool = true;
 
-pub(super) async fn put(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    headers: http::HeaderMap,
-    body: Bytes,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    valid_id(crate::ids::DeviceGroupId::new(id.as_str()))?;
-    let g: DeviceGroup = json_body(&body)?;
-    let im = if_match(&headers);
-    Ok(ok(st
-        .store
-        .write(|c| upsert(c, &p, &id, g, im.as_deref()))?))
-}
+    fn valid_id(id: &str) -> ApiResult<()> {
+        valid_id(crate::ids::DeviceGroupId::new(id)).map(drop)
+    }
 
-pub(super) async fn patch(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    headers: http::HeaderMap,
-    body: Bytes,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    let patch = patch_body(&body)?;
-    let im = if_match(&headers);
-    let g = st.store.write(|c| {
-        let cur = load(c, &p, &id, Access::Write)?;
-        let given = patch.get("etag").and_then(|v| v.as_str());
-        check_etag(given, im.as_deref(), cur.etag.as_deref(), LABEL, &id)?;
-        let mut merged: DeviceGroup = apply_patch(&cur, &patch)?;
+    fn upsert(
+        c: &Connection,
+        p: &Principal,
+        id: &str,
+        body: DeviceGroup,
+        change: Change<'_>,
+    ) -> ApiResult<DeviceGroup> {
+        upsert(c, p, id, body, change.if_match)
+    }
+
+    fn etag(g: &DeviceGroup) -> Option<&str> {
+        g.etag.as_deref()
+    }
+
+    fn patched(mut merged: DeviceGroup, _: &serde_json::Value, _: &DeviceGroup) -> DeviceGroup {
         merged.etag = None;
-        upsert(c, &p, &id, merged, None)
-    })?;
-    Ok(ok(g))
+        merged
+    }
 }
 
-pub(super) async fn delete(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    st.store.write(|c| {
-        load(c, &p, &id, Access::Write)?;
-        store::delete(c, kind::DEVICE_GROUP, &id)
-    })?;
-    Ok(no_content())
+/// The preview's `filter` and `orderby` on a list the emulator does not filter: refused.
+fn not_filtered(ctx: &Ctx, what: &str) -> ApiResult<()> {
+    if ctx.preview && (ctx.param("filter").is_some() || ctx.param("orderby").is_some()) {
+        return Err(ApiError::not_supported(what));
+    }
+    Ok(())
 }
 
 /// The devices of a group: those the caller can read, in the group's organizations (when it
@@ -178,15 +141,9 @@ pub(super) async fn devices(
     Extension(ctx): Extension<Ctx>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let params = list_params(
-        &ctx,
-        ListOptions {
-            maxpagesize: true,
-            ..ListOptions::default()
-        },
-    )?;
+    let params = list_params(&ctx, ListOptions::PAGE_SIZE)?;
     let (g, all) = st.store.read(|c| {
-        let g = load(c, &p, &id, Access::Read)?;
+        let g = resource::load::<DeviceGroups>(c, &p, &id, Access::Read)?;
         p.require_area(Area::Devices, Access::Read)?;
         let all: Vec<DeviceRecord> = store::list(c, kind::DEVICE)?;
         Ok((g, all))
@@ -220,47 +177,6 @@ fn check_dtmi(id: &str) -> ApiResult<()> {
     }
 }
 
-fn template_wire(id: &str, mut t: DeviceTemplate) -> DeviceTemplate {
-    t.id = Some(id.to_owned());
-    t
-}
-
-pub(super) async fn list_templates(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-) -> ApiResult<Response> {
-    if ctx.preview && (ctx.param("filter").is_some() || ctx.param("orderby").is_some()) {
-        return Err(ApiError::not_supported(
-            "filter and orderby on device templates",
-        ));
-    }
-    let params = list_params(
-        &ctx,
-        ListOptions {
-            maxpagesize: true,
-            ..ListOptions::default()
-        },
-    )?;
-    p.require_app(Area::DeviceTemplates, Access::Read)?;
-    let all: Vec<DeviceTemplate> = st.store.read(|c| store::list(c, kind::DEVICE_TEMPLATE))?;
-    Ok(ok(paginate(&st, &ctx, &params, all)))
-}
-
-pub(super) async fn get_template(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    p.require_app(Area::DeviceTemplates, Access::Read)?;
-    let t: DeviceTemplate = st
-        .store
-        .read(|c| store::require(c, kind::DEVICE_TEMPLATE, "device template", &id))?;
-    Ok(ok(t))
-}
-
 fn put_template_tx(
     c: &Connection,
     id: &str,
@@ -287,81 +203,80 @@ fn put_template_tx(
         None if body.etag.is_some() => return Err(ApiError::stale_etag("device template", id)),
         None => {}
     }
-    let mut t = template_wire(id, body);
+    let mut t = body;
+    t.id = Some(id.to_owned());
     t.etag = Some(new_etag());
     store::put(c, kind::DEVICE_TEMPLATE, id, &t)?;
     Ok(t)
 }
 
-pub(super) async fn put_template(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    headers: http::HeaderMap,
-    body: Bytes,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    p.require_app(Area::DeviceTemplates, Access::Write)?;
-    check_dtmi(&id)?;
-    let t: DeviceTemplate = json_body(&body)?;
-    let im = if_match(&headers);
-    Ok(ok(st
-        .store
-        .write(|c| put_template_tx(c, &id, t, im.as_deref()))?))
-}
+/// Device templates: stored as given (the emulator does not interpret DTDL); application
+/// level; a template still used by a device cannot be deleted.
+pub(super) struct DeviceTemplates;
 
-pub(super) async fn patch_template(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    headers: http::HeaderMap,
-    body: Bytes,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    p.require_app(Area::DeviceTemplates, Access::Write)?;
-    let patch = patch_body(&body)?;
-    let im = if_match(&headers);
-    let t = st.store.write(|c| {
-        let cur: DeviceTemplate = store::require(c, kind::DEVICE_TEMPLATE, "device template", &id)?;
-        let given = patch.get("etag").and_then(|v| v.as_str());
-        check_etag(
-            given,
-            im.as_deref(),
-            cur.etag.as_deref(),
-            "device template",
-            &id,
-        )?;
-        let mut merged: DeviceTemplate = apply_patch(&cur, &patch)?;
-        merged.etag = cur.etag.clone();
-        put_template_tx(c, &id, merged, None)
-    })?;
-    Ok(ok(t))
-}
+impl Resource for DeviceTemplates {
+    const PATH: &'static str = "deviceTemplates";
+    const KIND: &'static str = kind::DEVICE_TEMPLATE;
+    const LABEL: &'static str = "device template";
+    const AREA: Area = Area::DeviceTemplates;
+    const REACH: Reach = Reach::Application;
+    const LIST: ListOptions = ListOptions::PAGE_SIZE;
+    type Record = DeviceTemplate;
+    type Wire = DeviceTemplate;
 
-pub(super) async fn delete_template(
-    State(st): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    no_params(&ctx)?;
-    p.require_app(Area::DeviceTemplates, Access::Write)?;
-    st.store.write(|c| {
+    fn to_wire(_: &AppState, _: &Ctx, t: &DeviceTemplate) -> DeviceTemplate {
+        t.clone()
+    }
+
+    fn list_check(ctx: &Ctx) -> ApiResult<()> {
+        not_filtered(ctx, "filter and orderby on device templates")
+    }
+
+    fn before_change(p: &Principal) -> ApiResult<()> {
+        p.require_app(Area::DeviceTemplates, Access::Write)
+    }
+
+    fn check_delete(c: &Connection, id: &str, _: &DeviceTemplate) -> ApiResult<()> {
         let devices: Vec<DeviceRecord> = store::list(c, kind::DEVICE)?;
         if devices
             .iter()
-            .any(|d| d.device.template.as_deref() == Some(id.as_str()))
+            .any(|d| d.device.template.as_deref() == Some(id))
         {
             return Err(ApiError::conflict(format!(
                 "device template {id:?} is used by devices; change or delete them first"
             )));
         }
-        if !store::delete(c, kind::DEVICE_TEMPLATE, &id)? {
-            return Err(ApiError::not_found("device template", &id));
-        }
         Ok(())
-    })?;
-    Ok(no_content())
+    }
+}
+
+impl Upsert for DeviceTemplates {
+    const ETAGS: bool = true;
+
+    fn valid_id(id: &str) -> ApiResult<()> {
+        check_dtmi(id)
+    }
+
+    fn upsert(
+        c: &Connection,
+        _: &Principal,
+        id: &str,
+        body: DeviceTemplate,
+        change: Change<'_>,
+    ) -> ApiResult<DeviceTemplate> {
+        put_template_tx(c, id, body, change.if_match)
+    }
+
+    fn etag(t: &DeviceTemplate) -> Option<&str> {
+        t.etag.as_deref()
+    }
+
+    fn patched(
+        mut merged: DeviceTemplate,
+        _: &serde_json::Value,
+        cur: &DeviceTemplate,
+    ) -> DeviceTemplate {
+        merged.etag = cur.etag.clone();
+        merged
+    }
 }

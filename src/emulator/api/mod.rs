@@ -5,13 +5,16 @@
 //! Retry-After), the `api-version` check, and authentication (401). Handlers then check
 //! authorization per resource (403), parse input themselves (so malformed JSON, ids and
 //! queries are 400s with a message, never a framework default), and call the resource logic
-//! in the sibling modules, which runs in one store transaction. On the way out the
-//! middleware writes the service's error body and `x-ms-error-code` for any failure.
+//! in the sibling modules, which runs in one store transaction. The stored resources share
+//! one generic set of handlers (`resource.rs`); each is a declaration in its area's file.
+//! On the way out the middleware writes the service's error body and `x-ms-error-code` for
+//! any failure.
 
 mod devices;
 mod directory;
 mod enrollment;
 mod groups;
+mod resource;
 
 use super::app::AppFacts;
 use super::auth::{self, Principal};
@@ -25,7 +28,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -82,42 +85,27 @@ impl Ctx {
     }
 }
 
-/// The router of the API listener.
+/// The router of the API listener. The stored resources are declarations (see
+/// `api/resource.rs`); what is not one of them (built-in roles, sub-resources, actions) is
+/// routed by hand.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/organizations", get(directory::list_orgs))
-        .route(
-            "/api/organizations/{id}",
-            get(directory::get_org)
-                .put(directory::put_org)
-                .patch(directory::patch_org)
-                .delete(directory::delete_org),
-        )
+    let stored = [
+        resource::crud::<directory::Organizations>,
+        resource::crud::<directory::Users>,
+        resource::read_delete::<directory::ApiTokens>,
+        resource::crud::<devices::Devices>,
+        resource::crud::<groups::DeviceGroups>,
+        resource::crud::<groups::DeviceTemplates>,
+        resource::crud::<enrollment::EnrollmentGroups>,
+    ];
+    let stored = stored
+        .into_iter()
+        .fold(Router::new(), |router, mount| mount(router));
+    stored
+        // Tokens are made once and never changed: PUT is their own, PATCH is 405.
+        .route("/api/apiTokens/{id}", put(directory::put_token))
         .route("/api/roles", get(directory::list_roles))
         .route("/api/roles/{id}", get(directory::get_role))
-        .route("/api/users", get(directory::list_users))
-        .route(
-            "/api/users/{id}",
-            get(directory::get_user)
-                .put(directory::put_user)
-                .patch(directory::patch_user)
-                .delete(directory::delete_user),
-        )
-        .route("/api/apiTokens", get(directory::list_tokens))
-        .route(
-            "/api/apiTokens/{id}",
-            get(directory::get_token)
-                .put(directory::put_token)
-                .delete(directory::delete_token),
-        )
-        .route("/api/devices", get(devices::list))
-        .route(
-            "/api/devices/{id}",
-            get(devices::get)
-                .put(devices::put)
-                .patch(devices::patch)
-                .delete(devices::delete),
-        )
         .route("/api/devices/{id}/credentials", get(devices::credentials))
         .route(
             "/api/devices/{id}/attestation",
@@ -126,31 +114,7 @@ pub fn router(state: AppState) -> Router {
                 .patch(devices::patch_attestation)
                 .delete(devices::delete_attestation),
         )
-        .route("/api/deviceGroups", get(groups::list))
-        .route(
-            "/api/deviceGroups/{id}",
-            get(groups::get)
-                .put(groups::put)
-                .patch(groups::patch)
-                .delete(groups::delete),
-        )
         .route("/api/deviceGroups/{id}/devices", get(groups::devices))
-        .route("/api/deviceTemplates", get(groups::list_templates))
-        .route(
-            "/api/deviceTemplates/{id}",
-            get(groups::get_template)
-                .put(groups::put_template)
-                .patch(groups::patch_template)
-                .delete(groups::delete_template),
-        )
-        .route("/api/enrollmentGroups", get(enrollment::list))
-        .route(
-            "/api/enrollmentGroups/{id}",
-            get(enrollment::get)
-                .put(enrollment::put)
-                .patch(enrollment::patch)
-                .delete(enrollment::delete),
-        )
         .route(
             "/api/enrollmentGroups/{id}/certificates/{entry}",
             get(enrollment::get_cert)
@@ -526,6 +490,27 @@ pub(crate) struct ListOptions {
     pub filter: bool,
     pub orderby: bool,
     pub maxpagesize: bool,
+}
+
+impl ListOptions {
+    /// No list option (the GA lists, and preview lists that take none).
+    pub const NONE: ListOptions = ListOptions {
+        filter: false,
+        orderby: false,
+        maxpagesize: false,
+    };
+    /// Only `maxpagesize`.
+    pub const PAGE_SIZE: ListOptions = ListOptions {
+        filter: false,
+        orderby: false,
+        maxpagesize: true,
+    };
+    /// `filter`, `orderby` and `maxpagesize`.
+    pub const ALL: ListOptions = ListOptions {
+        filter: true,
+        orderby: true,
+        maxpagesize: true,
+    };
 }
 
 /// The parsed list options of a request.

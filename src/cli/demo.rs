@@ -6,14 +6,23 @@
 //! crash-safe journal, and prints where everything is. Nothing needs a cloud account or a
 //! network beyond loopback. The folder is kept so the user can look at the bundles, and the
 //! commands to repeat each step by hand are printed at the end.
+//!
+//! It lives in the CLI because it is the one piece that uses the workflow and the emulator
+//! together: the workflow never names the emulator, and the demo's printing and exit code
+//! are the command line's business.
 
-use super::journal::{Attestation, BatchMeta, Journal};
-use super::manifest::Source;
-use super::onboard::{self, CaSpec, Outcome, Step};
-use super::provision::{run_and_report, BatchOptions};
-use super::services::{RealServices, X509Issuer};
+use super::output::print_json;
+use super::{CliResult, EXIT_OK, EXIT_PARTIAL};
 use crate::central::{Client, ClientOptions, Credential};
+use crate::emulator::{Emulator, EmulatorConfig};
 use crate::ids::{IdScope, RegistrationId};
+use crate::workflow::bundle::{BundleJson, BUNDLE_JSON};
+use crate::workflow::journal::{Attestation, BatchMeta, Journal};
+use crate::workflow::manifest::Source;
+use crate::workflow::onboard::{self, CaSpec, Outcome, Step};
+use crate::workflow::provision::{run_and_report, BatchOptions};
+use crate::workflow::report::now_rfc3339;
+use crate::workflow::services::{RealServices, X509Issuer};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -21,8 +30,6 @@ use std::sync::Arc;
 
 /// The group the demo creates.
 pub const DEMO_GROUP: &str = "demo-line";
-
-type DemoError = Box<dyn std::error::Error + Send + Sync>;
 
 fn print_step(json: bool, s: &Step) {
     if json {
@@ -37,7 +44,7 @@ fn print_step(json: bool, s: &Step) {
 }
 
 /// Runs the demo; returns the exit code (0 when every device registered).
-pub async fn run(data_dir: Option<PathBuf>, devices: u64, json: bool) -> Result<i32, DemoError> {
+pub async fn run(data_dir: Option<PathBuf>, devices: u64, json: bool) -> CliResult {
     let started = std::time::Instant::now();
     let root = match data_dir {
         Some(d) => {
@@ -57,10 +64,7 @@ pub async fn run(data_dir: Option<PathBuf>, devices: u64, json: bool) -> Result<
     say(format!("iotc demo — everything goes to {}", root.display()));
 
     // 1. The emulator, in-process.
-    let emulator = crate::emulator::Emulator::start(crate::emulator::EmulatorConfig::new(
-        root.join("emulator"),
-    ))
-    .await?;
+    let emulator = Emulator::start(EmulatorConfig::new(root.join("emulator"))).await?;
     let info = emulator.info().clone();
     say(format!(
         "\n1. emulator up: IoT Central API {}  DPS {}  ID scope {}",
@@ -129,14 +133,11 @@ pub async fn run(data_dir: Option<PathBuf>, devices: u64, json: bool) -> Result<
             "  {:<20} {:<8} demo-device-0001 registered on {}; bundle {}",
             "first device",
             "done",
-            std::fs::read_to_string(
-                out.join("demo-device-0001")
-                    .join(super::bundle::BUNDLE_JSON)
-            )
-            .ok()
-            .and_then(|t| serde_json::from_str::<super::bundle::BundleJson>(&t).ok())
-            .map(|b| b.assigned_hub)
-            .unwrap_or_default(),
+            std::fs::read_to_string(out.join("demo-device-0001").join(BUNDLE_JSON))
+                .ok()
+                .and_then(|t| serde_json::from_str::<BundleJson>(&t).ok())
+                .map(|b| b.assigned_hub)
+                .unwrap_or_default(),
             out.join("demo-device-0001").display()
         )),
         Some(f) => say(format!(
@@ -178,7 +179,7 @@ pub async fn run(data_dir: Option<PathBuf>, devices: u64, json: bool) -> Result<
     emulator.shutdown().await;
 
     if json {
-        crate::cli::output::print_json(&serde_json::json!({
+        print_json(&serde_json::json!({
             "dataDir": root, "apiUrl": info.api_url, "dpsEndpoint": info.dps_endpoint,
             "idScope": info.id_scope, "steps": steps, "firstDevice": one, "batch": report,
         }))?;
@@ -201,9 +202,9 @@ pub async fn run(data_dir: Option<PathBuf>, devices: u64, json: bool) -> Result<
             out.join("line-00001/line-00001_cert.pem").display()
         );
     }
-    let ok = one.outcome() == super::report::Outcome::Complete
-        && report.outcome() == super::report::Outcome::Complete;
-    Ok(if ok { 0 } else { 1 })
+    use crate::workflow::report::Outcome as BatchOutcome;
+    let ok = one.outcome() == BatchOutcome::Complete && report.outcome() == BatchOutcome::Complete;
+    Ok(if ok { EXIT_OK } else { EXIT_PARTIAL })
 }
 
 fn meta(source: &str, devices: u64) -> BatchMeta {
@@ -212,7 +213,7 @@ fn meta(source: &str, devices: u64) -> BatchMeta {
         attestation: Attestation::X509,
         source: source.into(),
         devices,
-        created_at: super::report::now_rfc3339(),
+        created_at: now_rfc3339(),
         issuer: None,
     }
 }
