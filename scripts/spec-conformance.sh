@@ -7,7 +7,7 @@
 # (organizations, roles, users, apiTokens, devices, deviceGroups, enrollmentGroups,
 # deviceTemplates), except DELETE /apiTokens/{tokenId}: the generator learns the admin
 # token's id from GET /apiTokens and deletes it, after which every request is a 401
-# (revocation is proved by tests/emulator_rbac.rs instead). Bounded: SPEC_MAX_EXAMPLES cases per operation (default 25) and
+# (revocation is proved by tests/it/emulator_rbac.rs instead). Bounded: SPEC_MAX_EXAMPLES cases per operation (default 25) and
 # SPEC_MAX_TIME seconds in all (default 240).
 #
 # Usage: scripts/spec-conformance.sh [path/to/iotc]   (default: target/debug/iotc)

@@ -1,4 +1,4 @@
-//! Unit tests of the cert module (the openssl and webpki cross-checks live in tests/cert_*.rs).
+//! Unit tests of the cert module (the openssl and webpki cross-checks live in tests/it/cert_*.rs).
 
 use super::*;
 use crate::ids::RegistrationId;

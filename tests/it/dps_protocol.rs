@@ -2,7 +2,7 @@
 //! assigning/assigned polls with Retry-After, the status lookup, DPS's error shape, fault
 //! injection, proof of key possession in the TLS handshake, and the `iotc dps register` CLI.
 
-mod common_dps;
+use crate::common_dps;
 
 use common_dps::*;
 use iotc::dps::{derive_device_key, sas};

@@ -8,7 +8,7 @@
 //! `properties`, `required`, `allOf`, `discriminator` + `x-ms-discriminator-value`, `items`,
 //! `enum`, `additionalProperties`, `minItems`/`maxItems`, `minimum`/`maximum`.
 
-mod common_emulator;
+use crate::common_emulator;
 
 use common_emulator::{Emu, GA, PREVIEW};
 use iotc::central::models::roles;

@@ -1,6 +1,6 @@
 //! Every `iotc cert` subcommand's help teaches by example; key-making ones explain passwords.
 
-mod common_cert;
+use crate::common_cert;
 use common_cert::*;
 
 #[test]

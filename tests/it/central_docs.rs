@@ -1,11 +1,11 @@
 //! docs/cli.md's command reference is generated from the clap definitions, and must stay
 //! current; every IoT Central command has an example in its help.
 //!
-//! Regenerate with `IOTC_UPDATE_DOCS=1 cargo test --test central_docs`.
+//! Regenerate with `IOTC_UPDATE_DOCS=1 cargo test --test it central_docs`.
 
 use clap::CommandFactory;
 
-const MARKER: &str = "<!-- generated from clap below this line: IOTC_UPDATE_DOCS=1 cargo test --test central_docs -->";
+const MARKER: &str = "<!-- generated from clap below this line: IOTC_UPDATE_DOCS=1 cargo test --test it central_docs -->";
 const AREAS: &[&str] = &[
     "org",
     "role",
@@ -117,6 +117,6 @@ fn docs_cli_md_is_current() {
     }
     assert!(
         text == want,
-        "docs/cli.md is stale: run IOTC_UPDATE_DOCS=1 cargo test --test central_docs"
+        "docs/cli.md is stale: run IOTC_UPDATE_DOCS=1 cargo test --test it central_docs"
     );
 }

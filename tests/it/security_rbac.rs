@@ -9,7 +9,7 @@
 //! service's error body, checked by the shared helper). Paths may contain `{r}`, replaced by
 //! the role's index so that each role writes its own resource.
 
-mod common_emulator;
+use crate::common_emulator;
 
 use common_emulator::Emu;
 use iotc::central::models::roles;

@@ -1,7 +1,7 @@
 //! `iotc dps derive-key` and `iotc dps register` through the real binary: argument handling,
 //! and registrations against the real emulator over TLS on loopback.
 
-mod common_dps;
+use crate::common_dps;
 
 use assert_cmd::Command;
 use predicates::prelude::*;

@@ -1,7 +1,7 @@
 //! The `iotc` binary's IoT Central commands against the real emulator over TLS on loopback:
 //! every command, table and JSON output, profiles, error rendering and exit codes.
 
-mod common_central;
+use crate::common_central;
 
 use common_central::{root_ca, Emu};
 use predicates::prelude::*;

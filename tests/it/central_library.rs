@@ -1,7 +1,7 @@
 //! The `central` library against the real emulator over TLS on loopback: every operation of
 //! every resource, paging across many pages, and the typed errors.
 
-mod common_central;
+use crate::common_central;
 
 use common_central::{root_ca, Emu};
 use iotc::central::models::{

@@ -2,7 +2,7 @@
 //! endpoint and seeded fault injection, concurrent writers, and the real `iotc emulator`
 //! binary (ready line, emulator.json, clean shutdown on SIGTERM).
 
-mod common_emulator;
+use crate::common_emulator;
 
 use common_emulator::{client_for, Emu, GA};
 use serde_json::json;

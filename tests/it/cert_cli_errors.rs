@@ -3,7 +3,7 @@
 //! issuer, a pathlen-0 root above an intermediate, leaves with the wrong purpose) are made
 //! with the openssl CLI.
 
-mod common_cert;
+use crate::common_cert;
 use common_cert::*;
 
 #[test]

@@ -1,7 +1,7 @@
 //! Lists (paging with nextLink, preview maxpagesize/filter/orderby), device groups with
 //! their query, device credentials and individual attestation, device templates.
 
-mod common_emulator;
+use crate::common_emulator;
 
 use base64::Engine;
 use common_emulator::{Emu, GA, PREVIEW};

@@ -7,7 +7,7 @@
 //! batch's devices, each once and provisioned; the bundle folder holds exactly one bundle per
 //! device; the report says every device succeeded. Where a fault makes the run stop (exit 1),
 //! `--resume` finishes it. (kill -9 of the client is in the workflow helper's
-//! `tests/workflow_batch.rs`.)
+//! `tests/it/workflow_batch.rs`.)
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

@@ -2,7 +2,7 @@
 //! via an intermediate (proof of possession on the intermediate), symmetric key, and a rerun
 //! that changes nothing. Certificates are cross-checked with the openssl CLI.
 
-mod common_workflow;
+use crate::common_workflow;
 
 use common_workflow::{bundles, openssl_verify, Emu};
 use iotc::central::CertificateEntry;

@@ -2,7 +2,7 @@
 //! JSON document (and nothing else), errors stay on stderr, and a failed `verify` still
 //! answers its JSON report before exiting 2.
 
-mod common_cert;
+use crate::common_cert;
 use common_cert::*;
 use serde_json::Value;
 

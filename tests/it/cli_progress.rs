@@ -4,7 +4,7 @@
 //! (`iotc provision`) both show position, total, rate and ETA while they run, and still end
 //! with their summary.
 
-mod common_workflow;
+use crate::common_workflow;
 
 use common_workflow::Emu;
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! connections) that ends with every device registered once, kill -9 at random points
 //! followed by `--resume`, and `--dry-run`.
 
-mod common_workflow;
+use crate::common_workflow;
 
 use common_workflow::{bundles, openssl_verify, Emu};
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 //! group registers nothing; a device certificate signed by a CA with the same subject name as
 //! the verified one, but another key, is refused.
 
-mod common_dps;
+use crate::common_dps;
 
 use common_dps::*;
 use iotc::central::enrollment_groups::CertificateEntry;

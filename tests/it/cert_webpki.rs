@@ -2,7 +2,7 @@
 //! (or server-auth) usage, plus x509-parser (aws-lc-rs) signature checks, over certificates made
 //! by the library and by the real CLI, for every key type.
 
-mod common_cert;
+use crate::common_cert;
 use common_cert::*;
 
 use iotc::cert::{parse_pem_certs, Authority, CaOptions, KeyType, LeafOptions};

@@ -2,8 +2,8 @@
 //! certificates from our cert module (and, for leaves our module will not make, from the
 //! openssl CLI): every acceptance and every refusal of issues 4 and 11.
 
-mod common_cert;
-mod common_dps;
+use crate::common_cert;
+use crate::common_dps;
 
 use common_cert::{leaf_ext, ossl_cert_cn};
 use common_dps::*;

@@ -2,7 +2,7 @@
 //! api-version, the error body, devices with etags, enrollment groups with real proof of
 //! possession, and the refusals (malformed input is always a 4xx with a message).
 
-mod common_emulator;
+use crate::common_emulator;
 
 use base64::Engine;
 use common_emulator::{Emu, GA, PREVIEW};

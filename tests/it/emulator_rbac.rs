@@ -3,7 +3,7 @@
 //! viewers cannot write, revoked and expired tokens get 401, forbidden calls 403, and lists
 //! never leak entries of other organizations.
 
-mod common_emulator;
+use crate::common_emulator;
 
 use common_emulator::Emu;
 use iotc::central::models::roles;

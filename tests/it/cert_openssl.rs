@@ -2,7 +2,7 @@
 //! root and intermediate, every extension of every profile is what DESIGN.md says, the PFX
 //! opens with its password and holds the chain, the encrypted key decrypts.
 
-mod common_cert;
+use crate::common_cert;
 use common_cert::*;
 
 fn text(dir: &std::path::Path, file: &str) -> String {

@@ -2,7 +2,7 @@
 //! enrollment group, the device's IoT Central credentials and its individual attestation;
 //! raw, `%2f` and `%2F` resource encodings; tampered, expired and misdirected tokens.
 
-mod common_dps;
+use crate::common_dps;
 
 use base64::Engine as _;
 use common_dps::*;

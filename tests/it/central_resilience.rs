@@ -4,7 +4,7 @@
 //! What must hold: no call is lost (every idempotent call ends in success and the data is all
 //! there), and no non-idempotent call reaches the service twice.
 
-mod common_central;
+use crate::common_central;
 
 use common_central::proxy::Proxy;
 use common_central::Emu;
