@@ -669,6 +669,35 @@ impl Journal {
         tx.commit()?;
         Ok(results)
     }
+
+    fn apply_pending(
+        &mut self,
+        writes: Vec<Pending>,
+    ) -> Result<Vec<Result<(), JournalError>>, JournalError> {
+        let tx = self.conn.transaction()?;
+        let mut results = Vec::with_capacity(writes.len());
+        for w in writes {
+            results.push(match w {
+                Pending::Update(u) => apply_one(&tx, &u)?,
+                Pending::Exec(write) => match write(&tx) {
+                    Err(JournalError::Sql(e)) => return Err(JournalError::Sql(e)),
+                    other => other,
+                },
+            });
+        }
+        tx.commit()?;
+        Ok(results)
+    }
+
+    /// The connection, for the lifecycle tables' reads ([`super::ledger`]).
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The connection, for the lifecycle tables' migration and planning.
+    pub(super) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
 }
 
 fn apply_one(
@@ -758,8 +787,18 @@ fn apply_one(
 
 type Reply<T> = tokio::sync::oneshot::Sender<Result<T, JournalError>>;
 
+/// A write of the lifecycle flows, run inside the writer's transaction: it returns an
+/// error other than [`JournalError::Sql`] only before writing anything (that error fails it
+/// alone); an SQL error rolls back the whole group commit.
+pub type Write = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> Result<(), JournalError> + Send>;
+
+/// A read of the lifecycle flows, answered between group commits.
+pub type Read = Box<dyn FnOnce(&Journal) + Send>;
+
 enum Request {
     Apply(Update, Reply<()>),
+    Exec(Write, Reply<()>),
+    Read(Read),
     Pending(i64, usize, Reply<Vec<DeviceRecord>>),
     Counts(Reply<Counts>),
     Failures(Reply<Vec<(String, State, String, u32)>>),
@@ -829,16 +868,42 @@ impl JournalWriter {
     pub async fn statuses(&self) -> Result<Vec<DeviceStatus>, JournalError> {
         self.ask(Request::Statuses).await
     }
+
+    /// Runs `write` in the next group commit; returns once it is committed.
+    pub async fn exec(&self, write: Write) -> Result<(), JournalError> {
+        self.ask(|r| Request::Exec(write, r)).await
+    }
+
+    /// Runs `read` on the journal between commits and returns what it returns.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Journal) -> Result<T, JournalError> + Send + 'static,
+    ) -> Result<T, JournalError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Request::Read(Box::new(move |j| {
+                let _ = reply.send(read(j));
+            })))
+            .map_err(|_| JournalError::WriterGone)?;
+        rx.await.map_err(|_| JournalError::WriterGone)?
+    }
+}
+
+/// A write waiting for the next group commit.
+enum Pending {
+    Update(Update),
+    Exec(Write),
 }
 
 fn writer_loop(mut journal: Journal, rx: std::sync::mpsc::Receiver<Request>) {
     while let Ok(first) = rx.recv() {
-        let mut batch: Vec<(Update, Reply<()>)> = Vec::new();
+        let mut batch: Vec<(Pending, Reply<()>)> = Vec::new();
         let mut next = Some(first);
-        // Gather every apply already waiting; answer reads in order around them.
+        // Gather every write already waiting; answer reads in order around them.
         while let Some(req) = next.take() {
             match req {
-                Request::Apply(u, r) => batch.push((u, r)),
+                Request::Apply(u, r) => batch.push((Pending::Update(u), r)),
+                Request::Exec(w, r) => batch.push((Pending::Exec(w), r)),
                 other => {
                     flush(&mut journal, &mut batch);
                     answer_read(&journal, other);
@@ -852,13 +917,13 @@ fn writer_loop(mut journal: Journal, rx: std::sync::mpsc::Receiver<Request>) {
     }
 }
 
-fn flush(journal: &mut Journal, batch: &mut Vec<(Update, Reply<()>)>) {
+fn flush(journal: &mut Journal, batch: &mut Vec<(Pending, Reply<()>)>) {
     if batch.is_empty() {
         return;
     }
-    let (updates, replies): (Vec<Update>, Vec<Reply<()>>) =
+    let (writes, replies): (Vec<Pending>, Vec<Reply<()>>) =
         std::mem::take(batch).into_iter().unzip();
-    match journal.apply(&updates) {
+    match journal.apply_pending(writes) {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
@@ -891,7 +956,8 @@ fn answer_read(journal: &Journal, req: Request) {
         Request::Statuses(r) => {
             let _ = r.send(journal.statuses());
         }
-        Request::Apply(..) => {}
+        Request::Read(read) => read(journal),
+        Request::Apply(..) | Request::Exec(..) => {}
     }
 }
 

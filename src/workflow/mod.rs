@@ -7,7 +7,9 @@
 //! crash never loses or doubles anything; the run ends with a [`report`].
 
 pub mod bundle;
+pub mod engine;
 pub mod journal;
+pub mod ledger;
 pub mod manifest;
 pub mod onboard;
 pub mod provision;

@@ -20,60 +20,14 @@ use super::manifest::{ManifestError, ScanError, Source};
 use crate::ids::RegistrationId;
 use crate::secret::Secret;
 use serde::Serialize;
-use std::collections::HashSet;
+use super::engine::{drive, AttemptError, EngineOptions, Job, Run};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Why one step of one device failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepError {
-    /// What failed and why (no secrets).
-    pub message: String,
-    /// Whether trying again may succeed (throttling, 5xx, network).
-    pub retryable: bool,
-}
-
-impl StepError {
-    /// A failure that will not go away by retrying.
-    pub fn permanent(message: impl Into<String>) -> StepError {
-        StepError {
-            message: message.into(),
-            retryable: false,
-        }
-    }
-
-    /// A failure that may go away.
-    pub fn transient(message: impl Into<String>) -> StepError {
-        StepError {
-            message: message.into(),
-            retryable: true,
-        }
-    }
-}
-
-impl std::fmt::Display for StepError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-/// Formats an error with its causes on one line.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
+pub use super::engine::{chain, BatchError, RunStats, StepError};
 
 /// A credential made for a device.
 #[derive(Debug, Clone)]
@@ -168,6 +122,19 @@ pub struct BatchOptions {
     pub crash_after_commits: Option<u64>,
 }
 
+impl BatchOptions {
+    /// The engine's part of the options.
+    pub fn engine(&self) -> EngineOptions {
+        EngineOptions {
+            concurrency: self.concurrency,
+            max_attempts: self.max_attempts,
+            retry_delay: self.retry_delay,
+            progress: self.progress,
+            crash_after_commits: self.crash_after_commits,
+        }
+    }
+}
+
 impl Default for BatchOptions {
     fn default() -> Self {
         BatchOptions {
@@ -183,35 +150,6 @@ impl Default for BatchOptions {
             crash_after_commits: None,
         }
     }
-}
-
-/// What a run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunStats {
-    /// Devices that reached `bundle_written` in this run.
-    pub completed: u64,
-    /// Their ids (the report tells them from devices done by earlier runs).
-    pub finished: HashSet<String>,
-    /// Devices recorded as failed in this run.
-    pub failed: u64,
-    /// Whether the run stopped early (Ctrl-C or the crash hook).
-    pub interrupted: bool,
-}
-
-/// The batch engine failed as a whole (the journal is unusable); per-device failures are not
-/// errors, they are in the journal.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BatchError {
-    /// The journal failed.
-    #[error("journal failed")]
-    Journal(#[from] JournalError),
-    /// A worker task panicked.
-    #[error("a worker stopped unexpectedly: {0}")]
-    Worker(String),
-    /// The report could not be written.
-    #[error(transparent)]
-    Report(#[from] super::report::ReportError),
 }
 
 /// Runs the batch of `journal` and writes its report to `report_path` (JSON). The report
@@ -338,21 +276,69 @@ pub fn plan_journal(journal: &Journal) -> Result<Vec<PlannedDevice>, JournalErro
         .collect())
 }
 
-struct Shared<S, I> {
+/// Provisioning as a [`Job`] of the batch engine: the services, the issuer, the journal and
+/// the bundle folder's disk sync.
+struct Provision<S, I> {
     services: S,
     issuer: I,
     journal: JournalWriter,
     disk: bundle::DiskSync,
     opts: BatchOptions,
-    stop: AtomicBool,
-    commits: AtomicU64,
 }
 
-/// How one device's turn in a run ended.
-enum Ended {
-    Done,
-    Failed,
-    Stopped,
+/// One device's turn: its record, and whether a registration may already have reached DPS
+/// (found `registering` at the start, or sent by an earlier attempt of this run).
+struct Turn {
+    rec: DeviceRecord,
+    maybe_sent: bool,
+}
+
+impl<S: Services, I: Issuer> Job for Provision<S, I> {
+    type Item = Turn;
+
+    fn seq(t: &Turn) -> i64 {
+        t.rec.seq
+    }
+
+    fn device_id(t: &Turn) -> &str {
+        &t.rec.device_id
+    }
+
+    async fn pending(&self, after: i64, limit: usize) -> Result<Vec<Turn>, JournalError> {
+        Ok(self
+            .journal
+            .pending(after, limit)
+            .await?
+            .into_iter()
+            .map(|rec| Turn {
+                maybe_sent: rec.state == State::Registering,
+                rec,
+            })
+            .collect())
+    }
+
+    async fn attempt(&self, run: &Run, t: &mut Turn) -> Result<(), AttemptError> {
+        let r = attempt(self, run, &mut t.rec, &mut t.maybe_sent).await;
+        if matches!(r, Err(AttemptError::Step(_))) && t.rec.state == State::Registering {
+            t.maybe_sent = true;
+        }
+        r
+    }
+
+    async fn record_failure(
+        &self,
+        t: &Turn,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<(), JournalError> {
+        self.journal
+            .apply(Update::Fail {
+                device_id: t.rec.device_id.clone(),
+                reason: reason.to_owned(),
+                attempts,
+            })
+            .await
+    }
 }
 
 /// Runs every device of the journal that is not done. Returns when all have been tried, or
@@ -366,168 +352,24 @@ pub async fn run_batch<S: Services, I: Issuer>(
 ) -> Result<RunStats, BatchError> {
     let _ = bundle::clean_temporaries(&opts.out_dir);
     let todo = journal.counts().await?;
-    let bar = progress_bar(opts.progress, todo.total - todo.done);
-    let concurrency = opts.concurrency.max(1);
-    let shared = Arc::new(Shared {
+    let engine = opts.engine();
+    let job = Arc::new(Provision {
         services,
         issuer,
-        journal: journal.clone(),
+        journal,
         disk: bundle::DiskSync::spawn(&opts.out_dir),
         opts,
-        stop: AtomicBool::new(false),
-        commits: AtomicU64::new(0),
     });
-    let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency));
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut stats = RunStats::default();
-    let mut after = 0i64;
-    let page = (concurrency * 4).clamp(64, 1024);
-    type Joined = Result<Result<(String, Ended), BatchError>, tokio::task::JoinError>;
-    let collect = |r: Joined, stats: &mut RunStats| -> Result<(), BatchError> {
-        let (id, ended) = r.map_err(|e| BatchError::Worker(e.to_string()))??;
-        match ended {
-            Ended::Done => {
-                stats.completed += 1;
-                stats.finished.insert(id);
-                bar.inc(1);
-            }
-            Ended::Failed => {
-                stats.failed += 1;
-                bar.inc(1);
-            }
-            Ended::Stopped => stats.interrupted = true,
-        }
-        Ok(())
-    };
-    'pages: loop {
-        let records = journal.pending(after, page).await?;
-        let Some(last) = records.last() else { break };
-        after = last.seq;
-        for rec in records {
-            let permit = tokio::select! {
-                p = semaphore.clone().acquire_owned() => p.map_err(|e| BatchError::Worker(e.to_string()))?,
-                _ = wait_for(&stop) => { stats.interrupted = true; break 'pages; }
-            };
-            if shared.stop.load(Ordering::SeqCst) {
-                stats.interrupted = true;
-                break 'pages;
-            }
-            let shared = shared.clone();
-            tasks.spawn(async move {
-                let _permit = permit;
-                let id = rec.device_id.clone();
-                process_device(&shared, rec).await.map(|ended| (id, ended))
-            });
-            while let Some(r) = tasks.try_join_next() {
-                collect(r, &mut stats)?;
-            }
-        }
-    }
-    while let Some(r) = tasks.join_next().await {
-        collect(r, &mut stats)?;
-    }
-    if stop.load(Ordering::SeqCst) || shared.stop.load(Ordering::SeqCst) {
-        stats.interrupted = true;
-    }
-    bar.finish_and_clear();
-    Ok(stats)
-}
-
-async fn wait_for(flag: &AtomicBool) {
-    while !flag.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {
-    if !enabled {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    let style = indicatif::ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} devices  {per_sec}  ETA {eta}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
-}
-
-/// A step outcome inside one attempt.
-enum AttemptError {
-    Step(StepError),
-    Journal(JournalError),
-    Stopped,
-}
-
-impl From<StepError> for AttemptError {
-    fn from(e: StepError) -> Self {
-        AttemptError::Step(e)
-    }
-}
-
-async fn process_device<S: Services, I: Issuer>(
-    shared: &Shared<S, I>,
-    mut rec: DeviceRecord,
-) -> Result<Ended, BatchError> {
-    let mut attempts = 0u32;
-    // Registering found at the start means a registration may already have reached DPS.
-    let mut maybe_sent = rec.state == State::Registering;
-    loop {
-        attempts += 1;
-        match attempt(shared, &mut rec, &mut maybe_sent).await {
-            Ok(()) => return Ok(Ended::Done),
-            Err(AttemptError::Stopped) => return Ok(Ended::Stopped),
-            Err(AttemptError::Journal(JournalError::IllegalTransition { .. })) => {
-                // Someone else moved this device (should not happen with one process per
-                // journal): reread nothing, report it as a failure of this device.
-                record_failure(shared, &rec, "journal state changed under us", attempts).await?;
-                return Ok(Ended::Failed);
-            }
-            Err(AttemptError::Journal(e)) => return Err(e.into()),
-            Err(AttemptError::Step(e)) => {
-                if rec.state == State::Registering {
-                    maybe_sent = true;
-                }
-                if e.retryable && attempts < shared.opts.max_attempts {
-                    let delay = shared.opts.retry_delay * 2u32.saturating_pow(attempts - 1);
-                    tracing::debug!(device = %rec.device_id, "attempt {attempts} failed, retrying: {e}");
-                    tokio::time::sleep(delay).await;
-                    continue;
-                }
-                record_failure(shared, &rec, &e.message, attempts).await?;
-                return Ok(Ended::Failed);
-            }
-        }
-    }
-}
-
-async fn record_failure<S, I>(
-    shared: &Shared<S, I>,
-    rec: &DeviceRecord,
-    reason: &str,
-    attempts: u32,
-) -> Result<(), BatchError> {
-    shared
-        .journal
-        .apply(Update::Fail {
-            device_id: rec.device_id.clone(),
-            reason: reason.to_owned(),
-            attempts,
-        })
-        .await?;
-    Ok(())
+    drive(job, todo.total - todo.done, &engine, stop).await
 }
 
 /// Commits a transition and mirrors it into `rec`.
 async fn commit<S, I>(
-    shared: &Shared<S, I>,
+    job: &Provision<S, I>,
+    run: &Run,
     rec: &mut DeviceRecord,
     t: Transition,
 ) -> Result<(), AttemptError> {
-    if shared.stop.load(Ordering::SeqCst) {
-        return Err(AttemptError::Stopped);
-    }
     let to = t.to;
     let secret = t.secret.clone();
     let (cert, chain, hub, dev) = (
@@ -536,11 +378,7 @@ async fn commit<S, I>(
         t.assigned_hub.clone(),
         t.dps_device_id.clone(),
     );
-    shared
-        .journal
-        .advance(t)
-        .await
-        .map_err(AttemptError::Journal)?;
+    run.commit(job.journal.advance(t)).await?;
     if let Some(to) = to {
         rec.state = to;
     }
@@ -549,15 +387,6 @@ async fn commit<S, I>(
     rec.chain_pem = chain.or(rec.chain_pem.take());
     rec.assigned_hub = hub.or(rec.assigned_hub.take());
     rec.dps_device_id = dev.or(rec.dps_device_id.take());
-    let n = shared.commits.fetch_add(1, Ordering::SeqCst) + 1;
-    if shared
-        .opts
-        .crash_after_commits
-        .is_some_and(|limit| n >= limit)
-    {
-        shared.stop.store(true, Ordering::SeqCst);
-        return Err(AttemptError::Stopped);
-    }
     Ok(())
 }
 
@@ -589,7 +418,8 @@ fn needs_central_device(rec: &DeviceRecord) -> bool {
 }
 
 async fn attempt<S: Services, I: Issuer>(
-    shared: &Shared<S, I>,
+    shared: &Provision<S, I>,
+    run: &Run,
     rec: &mut DeviceRecord,
     maybe_sent: &mut bool,
 ) -> Result<(), AttemptError> {
@@ -619,7 +449,7 @@ async fn attempt<S: Services, I: Issuer>(
                         ..Transition::new(&id, State::Planned, next(State::KeyWritten))
                     },
                 };
-                commit(shared, rec, t).await?;
+                commit(shared, run, rec, t).await?;
             }
             State::KeyWritten | State::CertIssued => {
                 let from = rec.state;
@@ -627,17 +457,19 @@ async fn attempt<S: Services, I: Issuer>(
                     shared.services.create_device(rec).await?;
                     commit(
                         shared,
+                        run,
                         rec,
                         Transition::new(&id, from, State::DeviceCreated),
                     )
                     .await?;
                 } else {
-                    commit(shared, rec, Transition::new(&id, from, State::Registering)).await?;
+                    commit(shared, run, rec, Transition::new(&id, from, State::Registering)).await?;
                 }
             }
             State::DeviceCreated => {
                 commit(
                     shared,
+                    run,
                     rec,
                     Transition::new(&id, State::DeviceCreated, State::Registering),
                 )
@@ -661,7 +493,7 @@ async fn attempt<S: Services, I: Issuer>(
                     dps_device_id: Some(assignment.device_id),
                     ..Transition::new(&id, State::Registering, State::Registered)
                 };
-                commit(shared, rec, t).await?;
+                commit(shared, run, rec, t).await?;
             }
             State::Registered => {
                 // Encrypting the key and making the PKCS#12 (PBKDF2, milliseconds of CPU each)
@@ -685,6 +517,7 @@ async fn attempt<S: Services, I: Issuer>(
                 }
                 commit(
                     shared,
+                    run,
                     rec,
                     Transition::new(&id, State::Registered, State::BundleWritten),
                 )
@@ -777,6 +610,7 @@ mod tests {
     use crate::workflow::journal::{Attestation, BatchMeta, Journal};
     use crate::workflow::manifest::DeviceSpec;
     use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Mutex;
 
     /// An in-memory IoT Central + DPS that counts what it was asked, fails on request and
