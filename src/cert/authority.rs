@@ -323,6 +323,11 @@ impl Authority {
         self.self_signed
     }
 
+    /// The rcgen issuer that signs for this CA (certificates here, CRLs in `crl.rs`).
+    pub(super) fn rcgen_issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
     fn assemble(
         cert_der: Vec<u8>,
         kp: KeyPair,

@@ -23,6 +23,7 @@
 //! ```
 
 mod authority;
+mod crl;
 mod csr;
 mod error;
 mod inspect;
@@ -33,6 +34,7 @@ mod verify;
 mod write;
 
 pub use authority::{Authority, Issued};
+pub use crl::{serial_of, Reason};
 pub use error::{CertError, ChainError};
 pub use inspect::{
     certificate_string, decode_certificate_string, inspect, parse_pem_certs, read_certs,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod dps;
 pub mod emulator;
+pub mod lifecycle;
 pub mod output;
 pub mod workflow;
 
@@ -120,6 +121,13 @@ pub enum Command {
     Provision(workflow::ProvisionArgs),
     /// Run the whole flow on an embedded emulator and show what happened.
     Demo(workflow::DemoArgs),
+    /// Roll an enrollment group over to a new CA: stage, promote, retire.
+    #[command(subcommand)]
+    Rollover(lifecycle::RolloverCommand),
+    /// Re-issue the certificates of a batch's devices and re-register them (same devices).
+    Renew(lifecycle::RenewArgs),
+    /// A lost station: block its devices, write CRLs, say what the group still trusts.
+    Revoke(lifecycle::RevokeArgs),
     /// Run the local IoT Central + DPS emulator.
     Emulator(emulator::EmulatorArgs),
     /// Print a shell completion script.
@@ -167,6 +175,9 @@ fn run(cli: Cli) -> CliResult {
         Command::Onboard(cmd) => workflow::run_onboard(cmd, &global),
         Command::Provision(args) => workflow::run_provision(args, &global),
         Command::Demo(args) => workflow::run_demo(args, &global),
+        Command::Rollover(cmd) => lifecycle::run_rollover(cmd, &global),
+        Command::Renew(args) => lifecycle::run_renew(args, &global),
+        Command::Revoke(args) => lifecycle::run_revoke(args, &global),
         Command::Emulator(args) => emulator::run(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;

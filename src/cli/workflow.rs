@@ -91,7 +91,7 @@ pub struct DpsTarget {
 
 impl DpsTarget {
     /// The endpoint, ID scope and CA file after flags, environment, profile and default.
-    fn resolve(&self, global: &GlobalArgs) -> Result<config::DpsResolved, CliError> {
+    pub(super) fn resolve(&self, global: &GlobalArgs) -> Result<config::DpsResolved, CliError> {
         config::resolve_dps(global, self.id_scope.as_ref(), self.dps_endpoint.as_deref())
     }
 }
@@ -124,7 +124,7 @@ pub struct RunArgs {
 impl RunArgs {
     /// The password for the bundles' private keys: from the file, the environment, or none
     /// when the user opted out. Without any of them the command is refused before it starts.
-    fn key_password(&self) -> Result<Option<Secret>, CliError> {
+    pub(super) fn key_password(&self) -> Result<Option<Secret>, CliError> {
         if self.no_password {
             return Ok(None);
         }
@@ -150,8 +150,22 @@ pub const PFX_PASSWORD_ENV: &str = "IOTC_PFX_PASSWORD";
 
 /// The password of existing CA keys (and of new ones): `--ca-password-file`, else
 /// `IOTC_CA_PASSWORD`, the same way as `iotc cert` reads it.
-fn ca_password(file: Option<&Path>) -> Result<Option<Secret>, CliError> {
+pub(super) fn ca_password(file: Option<&Path>) -> Result<Option<Secret>, CliError> {
     super::cert::password_from(file, super::cert::CA_PASSWORD_ENV, "CA password")
+}
+
+/// Loads the CA `--ca PREFIX` names, the one way every command does (its key opened with the
+/// password of `--ca-password-file` or `IOTC_CA_PASSWORD`).
+pub(super) fn load_ca(prefix: &Path, password_file: Option<&Path>) -> Result<Authority, CliError> {
+    let password = ca_password(password_file)?;
+    Authority::load(prefix, password.as_ref().map(Secret::expose)).map_err(|e| {
+        format!(
+            "cannot load the CA {}: {e}{}",
+            prefix.display(),
+            super::cert::ca_password_hint(&e)
+        )
+        .into()
+    })
 }
 
 /// Adds which flag gives the password when a CA key could not be opened for want of one.
@@ -326,7 +340,9 @@ fn central_client(global: &GlobalArgs, preview: bool) -> Result<Client, CliError
 }
 
 /// DPS client options for the resolved target.
-fn dps_options(dps: &config::DpsResolved) -> Result<crate::dps::ClientOptions, CliError> {
+pub(super) fn dps_options(
+    dps: &config::DpsResolved,
+) -> Result<crate::dps::ClientOptions, CliError> {
     Ok(crate::dps::ClientOptions {
         endpoint: dps.endpoint.clone(),
         ca_pem: match &dps.ca_file {
@@ -339,7 +355,7 @@ fn dps_options(dps: &config::DpsResolved) -> Result<crate::dps::ClientOptions, C
 
 /// The ID scope: given (flag, environment, profile), or read from the group with the preview
 /// API.
-async fn id_scope(
+pub(super) async fn id_scope(
     global: &GlobalArgs,
     dps: &config::DpsResolved,
     group: &str,
@@ -357,7 +373,7 @@ async fn id_scope(
     Ok(IdScope::new(scope)?)
 }
 
-fn stop_on_ctrl_c() -> Arc<AtomicBool> {
+pub(super) fn stop_on_ctrl_c() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     tokio::spawn(async move {
@@ -375,7 +391,7 @@ fn stop_on_ctrl_c() -> Arc<AtomicBool> {
     stop
 }
 
-fn batch_options(
+pub(super) fn batch_options(
     run: &RunArgs,
     out: &Path,
     id_scope: &IdScope,
@@ -420,8 +436,17 @@ fn finish(steps: &[Step], report: Option<&Report>, global: &GlobalArgs) -> CliRe
     Ok(report.map(exit_code).unwrap_or(EXIT_OK))
 }
 
+/// The exit code of a run: 0 when everything is done, 1 otherwise.
+pub(super) fn exit_code_of(complete: bool) -> i32 {
+    if complete {
+        EXIT_OK
+    } else {
+        EXIT_PARTIAL
+    }
+}
+
 /// The exit code of a batch that ran: 0 when every device is done, 1 otherwise.
-fn exit_code(report: &Report) -> i32 {
+pub(super) fn exit_code(report: &Report) -> i32 {
     match report.outcome() {
         Outcome::Complete => EXIT_OK,
         Outcome::Partial => EXIT_PARTIAL,
@@ -715,16 +740,7 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
     };
     let ca = match (attestation, &args.ca) {
         (Attestation::X509, Some(prefix)) => {
-            let password = ca_password(args.ca_password_file.as_deref())?;
-            Some(
-                Authority::load(prefix, password.as_ref().map(Secret::expose)).map_err(|e| {
-                    format!(
-                        "cannot load the CA {}: {e}{}",
-                        prefix.display(),
-                        super::cert::ca_password_hint(&e)
-                    )
-                })?,
-            )
+            Some(load_ca(prefix, args.ca_password_file.as_deref())?)
         }
         (Attestation::X509, None) => {
             return Err(format!(

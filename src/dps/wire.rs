@@ -351,6 +351,10 @@ pub mod error_codes {
     pub const UNAUTHORIZED: i32 = 401_002;
     /// The enrollment or device is disabled/blocked.
     pub const FORBIDDEN: i32 = 403_001;
+    /// The device is blocked (or waiting for approval) in IoT Central: the sub-code IoT
+    /// Central's troubleshooting page gives with 401 ("The device is either waiting for
+    /// approval by an operator or has been blocked by an operator").
+    pub const DEVICE_BLOCKED: i32 = 400_209;
     /// Unknown id scope, registration or operation.
     pub const NOT_FOUND: i32 = 404_201;
     /// Throttled.

@@ -218,6 +218,7 @@ impl Emulator {
             settings: settings.clone(),
             api_url: api_url.clone(),
             facts: facts.clone(),
+            tally: api::Tally::default(),
         });
         let (tx, rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
@@ -266,6 +267,12 @@ impl Emulator {
     /// The shared behaviour settings (the same object `PUT /emulator/settings` changes).
     pub fn settings(&self) -> &settings::SettingsHandle {
         &self.state.settings
+    }
+
+    /// How many `method` calls of `path` (e.g. `/api/devices/d1`) succeeded since the start:
+    /// tests count side effects with it (exactly once means 1, not "in the set").
+    pub fn successes(&self, method: &str, path: &str) -> u64 {
+        self.state.tally.get(method, path)
     }
 
     /// The store (for in-process tests and tools).

@@ -515,10 +515,8 @@ impl RevokeState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum BlockOutcome {
-    /// This revocation blocked it (`enabled: false`).
+    /// It is blocked (`enabled: false`): by this revocation's one PATCH.
     Blocked,
-    /// It was blocked already (by someone else); nothing was sent.
-    AlreadyBlocked,
     /// IoT Central has no such device; nothing to block.
     Absent,
 }
@@ -527,19 +525,14 @@ impl BlockOutcome {
     fn as_str(self) -> &'static str {
         match self {
             BlockOutcome::Blocked => "blocked",
-            BlockOutcome::AlreadyBlocked => "alreadyBlocked",
             BlockOutcome::Absent => "absent",
         }
     }
 
     fn parse(s: &str) -> Option<BlockOutcome> {
-        [
-            BlockOutcome::Blocked,
-            BlockOutcome::AlreadyBlocked,
-            BlockOutcome::Absent,
-        ]
-        .into_iter()
-        .find(|o| o.as_str() == s)
+        [BlockOutcome::Blocked, BlockOutcome::Absent]
+            .into_iter()
+            .find(|o| o.as_str() == s)
     }
 }
 
@@ -567,11 +560,9 @@ pub struct Revocation {
 pub fn plan_revocation(journal: &mut Journal, reason: &str) -> Result<String, JournalError> {
     let tx = journal.conn_mut().transaction()?;
     let recorded: Option<String> = tx
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'revocation'",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT value FROM meta WHERE key = 'revocation'", [], |r| {
+            r.get(0)
+        })
         .optional()?;
     if let Some(r) = recorded {
         return Ok(r);
@@ -592,11 +583,9 @@ pub fn plan_revocation(journal: &mut Journal, reason: &str) -> Result<String, Jo
 pub fn revocation_reason(journal: &Journal) -> Result<Option<String>, JournalError> {
     Ok(journal
         .conn()
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'revocation'",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT value FROM meta WHERE key = 'revocation'", [], |r| {
+            r.get(0)
+        })
         .optional()?)
 }
 
@@ -755,7 +744,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut j = journal(dir.path());
         migrate(&mut j).unwrap();
-        assert_eq!(plan_revocation(&mut j, "keyCompromise").unwrap(), "keyCompromise");
+        assert_eq!(
+            plan_revocation(&mut j, "keyCompromise").unwrap(),
+            "keyCompromise"
+        );
         assert_eq!(plan_revocation(&mut j, "other").unwrap(), "keyCompromise");
         assert_eq!(all_revocations(&j).unwrap().len(), 2);
         use RevokeState::*;
@@ -764,12 +756,19 @@ mod tests {
             run(&mut j, revoke_advance("a", Planned, Blocking, None)),
             Err(JournalError::IllegalTransition { .. })
         ));
-        run(&mut j, revoke_advance("a", Blocking, Blocked, Some(BlockOutcome::Blocked))).unwrap();
+        run(
+            &mut j,
+            revoke_advance("a", Blocking, Blocked, Some(BlockOutcome::Blocked)),
+        )
+        .unwrap();
         let p = pending_revocations(&j, 0, 10).unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].device_id, "b");
         let a = &all_revocations(&j).unwrap()[0];
-        assert_eq!((a.state, a.outcome, a.block_calls), (Blocked, Some(BlockOutcome::Blocked), 1));
+        assert_eq!(
+            (a.state, a.outcome, a.block_calls),
+            (Blocked, Some(BlockOutcome::Blocked), 1)
+        );
     }
 
     #[test]

@@ -369,18 +369,7 @@ pub async fn ensure_x509_group(
             c.verified
         }
         None => {
-            let body = SigningX509Certificate {
-                verified: verified_upload,
-                certificate: Some(cert::certificate_string(signing.cert_pem())),
-                info: None,
-                etag: None,
-            };
-            let c = client
-                .set_enrollment_group_certificate(group, entry, &body)
-                .await
-                .map_err(central_err(format!(
-                    "cannot upload the CA to group {group}"
-                )))?;
+            let verified = upload_ca(client, group, entry, signing, verified_upload).await?;
             steps.push(Step {
                 step: "CA upload",
                 outcome: Outcome::Done,
@@ -393,20 +382,57 @@ pub async fn ensure_x509_group(
                     }
                 ),
             });
-            c.verified
+            verified
         }
     };
     if verified {
         return Ok(());
     }
+    steps.push(prove_possession(client, group, entry, signing).await?);
+    Ok(())
+}
+
+/// Puts `ca` into the `entry` slot of `group` (replacing what is there), self-attested as
+/// verified when `verified_upload`; returns whether the slot is verified now.
+pub async fn upload_ca(
+    client: &Client,
+    group: &str,
+    entry: CertificateEntry,
+    ca: &Authority,
+    verified_upload: bool,
+) -> Result<bool, OnboardError> {
+    let body = SigningX509Certificate {
+        verified: verified_upload,
+        certificate: Some(cert::certificate_string(ca.cert_pem())),
+        info: None,
+        etag: None,
+    };
+    let c = client
+        .set_enrollment_group_certificate(group, entry, &body)
+        .await
+        .map_err(central_err(format!(
+            "cannot upload the CA to the {entry} slot of group {group}"
+        )))?;
+    Ok(c.verified)
+}
+
+/// Proves possession of the key of the CA in the `entry` slot of `group`: a verification
+/// code, a certificate with that CN signed by `ca`, verify, and a read-back that the slot is
+/// verified now.
+pub async fn prove_possession(
+    client: &Client,
+    group: &str,
+    entry: CertificateEntry,
+    ca: &Authority,
+) -> Result<Step, OnboardError> {
     let code = client
         .generate_verification_code(group, entry)
         .await
         .map_err(central_err(format!(
-            "cannot get a verification code for group {group}"
+            "cannot get a verification code for the {entry} CA of group {group}"
         )))?
         .verification_code;
-    let proof = signing
+    let proof = ca
         .issue_verification(&code, &LeafOptions::default())
         .map_err(cert_err("cannot make the verification certificate"))?;
     client
@@ -419,7 +445,7 @@ pub async fn ensure_x509_group(
         )
         .await
         .map_err(central_err(format!(
-            "proof of possession for group {group} was refused"
+            "proof of possession for the {entry} CA of group {group} was refused"
         )))?;
     let now = client
         .get_enrollment_group_certificate(group, entry)
@@ -428,15 +454,14 @@ pub async fn ensure_x509_group(
     if !now.verified {
         return Err(OnboardError::NotVerified(group.to_owned()));
     }
-    steps.push(Step {
+    Ok(Step {
         step: "proof of possession",
         outcome: Outcome::Done,
         detail: format!(
-            "verification certificate CN={code} signed by {}; CA verified",
-            signing.subject()
+            "verification certificate CN={code} signed by {}; {entry} CA verified",
+            ca.subject()
         ),
-    });
-    Ok(())
+    })
 }
 
 /// Makes sure `group` is a symmetric-key enrollment group and returns its primary key.

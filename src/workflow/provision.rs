@@ -13,6 +13,7 @@
 //! registration sent. Per-device failures are recorded in the journal and the batch goes on.
 
 use super::bundle::{self, BundleContents, Credential};
+use super::engine::{drive, AttemptError, EngineOptions, Job, Run};
 use super::journal::{
     DeviceRecord, DeviceStatus, Journal, JournalError, JournalWriter, State, Transition, Update,
 };
@@ -20,7 +21,6 @@ use super::manifest::{ManifestError, ScanError, Source};
 use crate::ids::RegistrationId;
 use crate::secret::Secret;
 use serde::Serialize;
-use super::engine::{drive, AttemptError, EngineOptions, Job, Run};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -463,7 +463,13 @@ async fn attempt<S: Services, I: Issuer>(
                     )
                     .await?;
                 } else {
-                    commit(shared, run, rec, Transition::new(&id, from, State::Registering)).await?;
+                    commit(
+                        shared,
+                        run,
+                        rec,
+                        Transition::new(&id, from, State::Registering),
+                    )
+                    .await?;
                 }
             }
             State::DeviceCreated => {
@@ -496,25 +502,7 @@ async fn attempt<S: Services, I: Issuer>(
                 commit(shared, run, rec, t).await?;
             }
             State::Registered => {
-                // Encrypting the key and making the PKCS#12 (PBKDF2, milliseconds of CPU each)
-                // and writing the files all block: off the async workers.
-                let (record, opts) = (rec.clone(), shared.opts.clone());
-                let fsync_each = bundle::DiskSync::needs_fsync_each();
-                let prepared = tokio::task::spawn_blocking(move || {
-                    let contents = bundle_contents(&record, &opts)?;
-                    bundle::stage(&opts.out_dir, &contents, fsync_each)
-                        .map_err(|e| StepError::permanent(chain(&e)))
-                })
-                .await
-                .map_err(|e| StepError::permanent(format!("bundle writer: {e}")))??;
-                if let bundle::Prepared::Staged(staged) = prepared {
-                    // Files durable before the rename, the rename durable before the journal
-                    // says so; each flush is shared with every bundle staged meanwhile.
-                    let disk_error = |e: bundle::BundleError| StepError::permanent(chain(&e));
-                    shared.disk.flush().await.map_err(disk_error)?;
-                    staged.place().map_err(disk_error)?;
-                    shared.disk.flush().await.map_err(disk_error)?;
-                }
+                place_bundle(&shared.disk, rec, &shared.opts).await?;
                 commit(
                     shared,
                     run,
@@ -526,6 +514,34 @@ async fn attempt<S: Services, I: Issuer>(
             State::BundleWritten => return Ok(()),
         }
     }
+}
+
+/// Writes the bundle of `rec` (its credential, hub and the options' scope and endpoint) into
+/// `opts.out_dir`: staged, made durable, renamed into place, the rename made durable; each
+/// flush shared with every bundle staged meanwhile.
+pub(super) async fn place_bundle(
+    disk: &bundle::DiskSync,
+    rec: &DeviceRecord,
+    opts: &BatchOptions,
+) -> Result<(), StepError> {
+    // Encrypting the key and making the PKCS#12 (PBKDF2, milliseconds of CPU each) and
+    // writing the files all block: off the async workers.
+    let (record, opts) = (rec.clone(), opts.clone());
+    let fsync_each = bundle::DiskSync::needs_fsync_each();
+    let prepared = tokio::task::spawn_blocking(move || {
+        let contents = bundle_contents(&record, &opts)?;
+        bundle::stage(&opts.out_dir, &contents, fsync_each)
+            .map_err(|e| StepError::permanent(chain(&e)))
+    })
+    .await
+    .map_err(|e| StepError::permanent(format!("bundle writer: {e}")))??;
+    if let bundle::Prepared::Staged(staged) = prepared {
+        let disk_error = |e: bundle::BundleError| StepError::permanent(chain(&e));
+        disk.flush().await.map_err(disk_error)?;
+        staged.place().map_err(disk_error)?;
+        disk.flush().await.map_err(disk_error)?;
+    }
+    Ok(())
 }
 
 fn bundle_contents(rec: &DeviceRecord, opts: &BatchOptions) -> Result<BundleContents, StepError> {

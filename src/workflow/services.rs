@@ -183,3 +183,68 @@ impl Services for RealServices {
         }
     }
 }
+
+impl super::renew::CertificateLookup for RealServices {
+    async fn registered_with(
+        &self,
+        rec: &DeviceRecord,
+        cred: &StoredCredential,
+        sha1: &str,
+    ) -> Result<Option<Assignment>, StepError> {
+        let client = self.dps_client(cred)?;
+        match client.status_lookup(&registration_id(rec)?).await {
+            Ok(r) if r.status == Some(crate::dps::EnrollmentStatus::Assigned) => {
+                let holds = r
+                    .x509
+                    .as_ref()
+                    .and_then(|x| x.certificate_info.as_ref())
+                    .is_some_and(|c| c.sha1_thumbprint.eq_ignore_ascii_case(sha1));
+                if holds {
+                    assignment(r, rec).map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+            Ok(r) if r.status == Some(crate::dps::EnrollmentStatus::Assigning) => Err(
+                StepError::transient("DPS is still assigning the device; will look again"),
+            ),
+            Ok(_) => Ok(None),
+            Err(crate::dps::DpsError::Service { status: 404, .. }) => Ok(None),
+            Err(e) => Err(dps_error(&e)),
+        }
+    }
+}
+
+/// Blocks devices through [`crate::central::Client`] (its pacing keeps a revocation within the
+/// application's request rate).
+#[derive(Clone)]
+pub struct CentralBlocker(pub crate::central::Client);
+
+fn central_error(e: &crate::central::Error) -> StepError {
+    StepError {
+        message: chain(e),
+        retryable: e.is_retryable(),
+    }
+}
+
+impl super::revoke::Blocker for CentralBlocker {
+    async fn block(&self, device_id: &str) -> Result<super::ledger::BlockOutcome, StepError> {
+        match self
+            .0
+            .update_device(device_id, &serde_json::json!({ "enabled": false }))
+            .await
+        {
+            Ok(_) => Ok(super::ledger::BlockOutcome::Blocked),
+            Err(e) if e.is_not_found() => Ok(super::ledger::BlockOutcome::Absent),
+            Err(e) => Err(central_error(&e)),
+        }
+    }
+
+    async fn enabled(&self, device_id: &str) -> Result<Option<bool>, StepError> {
+        match self.0.get_device(device_id).await {
+            Ok(d) => Ok(Some(d.enabled != Some(false))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(central_error(&e)),
+        }
+    }
+}

@@ -323,7 +323,7 @@ async fn foreign_ca_expired_and_cn_mismatch_are_refused_each_with_its_message() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disabled_group_and_blocked_device_end_disabled() {
+async fn a_blocked_device_is_refused_400209_and_a_disabled_group_ends_disabled() {
     let env = start().await;
     let root = root();
     env.verified_group("factory-d", &root).await;
@@ -336,12 +336,14 @@ async fn disabled_group_and_blocked_device_end_disabled() {
         .update_device("dev-d-1", &serde_json::json!({"enabled": false}))
         .await
         .unwrap();
+    // IoT Central answers a blocked device 401 with sub-code 400209 (troubleshoot-connection.md).
     match client.register(&rid("dev-d-1"), None).await.unwrap_err() {
-        DpsError::RegistrationFailed {
-            status: EnrollmentStatus::Disabled,
-            error_message: Some(m),
+        DpsError::Service {
+            status: 401,
+            error_code: Some(400_209),
+            message: Some(m),
             ..
-        } => assert!(m.contains("blocked"), "{m}"),
+        } => assert!(m.contains("Device is blocked"), "{m}"),
         other => panic!("{other:?}"),
     }
 

@@ -45,6 +45,28 @@ pub struct Shared {
     pub api_url: String,
     /// Application facts.
     pub facts: AppFacts,
+    /// Successful calls per method and path (see [`Emulator::successes`](super::Emulator::successes)).
+    pub tally: Tally,
+}
+
+/// Counts the calls that succeeded (2xx) per method and path: what a test of exactly-once
+/// needs, since a set of the ids that were changed cannot show a change made twice.
+#[derive(Debug, Default)]
+pub struct Tally(std::sync::Mutex<std::collections::HashMap<(String, String), u64>>);
+
+impl Tally {
+    fn add(&self, method: &str, path: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((method.to_owned(), path.to_owned())).or_default() += 1;
+    }
+
+    /// How many `method` calls of `path` succeeded.
+    pub fn get(&self, method: &str, path: &str) -> u64 {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&(method.to_owned(), path.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 /// The handlers' state.
@@ -186,7 +208,14 @@ async fn pipeline(State(st): State<AppState>, mut req: Request, next: Next) -> R
     let path = req.uri().path().to_owned();
     let resp = if path.starts_with("/api/") || path == "/api" {
         match admit(&st, &mut req, true).await {
-            Ok(()) => next.run(req).await,
+            Ok(()) => {
+                let method = req.method().as_str().to_owned();
+                let resp = next.run(req).await;
+                if resp.status().is_success() {
+                    st.tally.add(&method, &path);
+                }
+                resp
+            }
             Err(Admission::Drop) => {
                 let mut r = StatusCode::SERVICE_UNAVAILABLE.into_response();
                 r.extensions_mut().insert(DropConnection);

@@ -69,6 +69,9 @@ pub enum Refusal {
     Unauthorized(String),
     /// 400: malformed request.
     BadRequest(String),
+    /// 401 with sub-code 400209: the device authenticated, but it is blocked (or waiting
+    /// for approval) in IoT Central.
+    Blocked(String),
 }
 
 /// Everything the attestation needs to know about the application.
@@ -82,14 +85,17 @@ pub struct Directory<'a> {
 }
 
 impl Directory<'_> {
-    fn device_blocked(&self) -> Option<String> {
-        let d = self.device?;
-        (d.device.enabled == Some(false)).then(|| {
-            format!(
-                "device {:?} is blocked in IoT Central: unblock it to let it register",
+    /// Refuses a device that IoT Central blocks (`enabled: false`), as the service does: the
+    /// registration is answered 401 with sub-code 400209 (see docs/emulator.md).
+    fn check_not_blocked(&self) -> Result<(), Refusal> {
+        match self.device {
+            Some(d) if d.device.enabled == Some(false) => Err(Refusal::Blocked(format!(
+                "Device is blocked from connecting to IoT Central application. Unblock the \
+                 device in IoT Central and retry (device {:?})",
                 d.id()
-            )
-        })
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -108,7 +114,6 @@ pub fn sas(
     token
         .check_expiry(now_unix)
         .map_err(|e| Refusal::Unauthorized(e.to_string()))?;
-    let blocked = dir.device_blocked();
     // Most specific first: the device's individual key.
     if let Some(DeviceAttestation::SymmetricKey { symmetric_key }) =
         dir.device.and_then(|d| d.attestation.as_ref())
@@ -120,10 +125,11 @@ pub fn sas(
                 .device
                 .and_then(|d| d.device.device_type.as_ref())
                 .is_some_and(|t| t.iter().any(|t| t == "iotEdge"));
+            dir.check_not_blocked()?;
             return Ok(Attested {
                 method: Method::SymmetricKey { group_id: None },
                 edge,
-                disabled: blocked,
+                disabled: None,
             });
         }
     }
@@ -141,7 +147,8 @@ pub fn sas(
                     g.id
                 ))
             } else {
-                blocked
+                dir.check_not_blocked()?;
+                None
             };
             return Ok(Attested {
                 method: Method::SymmetricKey {
@@ -160,12 +167,13 @@ pub fn sas(
         if signed_by_derived(&token, keys.primary_key.expose(), registration_id)
             || signed_by_derived(&token, keys.secondary_key.expose(), registration_id)
         {
+            dir.check_not_blocked()?;
             return Ok(Attested {
                 method: Method::SymmetricKey {
                     group_id: Some(name.to_owned()),
                 },
                 edge,
-                disabled: blocked,
+                disabled: None,
             });
         }
     }
@@ -234,12 +242,13 @@ pub fn x509(
             check_validity_all(chain, now)?;
             check_device_purpose(leaf_der)?;
             check_cn(&leaf, registration_id)?;
+            dir.check_not_blocked()?;
             return Ok(Attested {
                 method: Method::X509Individual {
                     certificate: leaf_info,
                 },
                 edge: false,
-                disabled: dir.device_blocked(),
+                disabled: None,
             });
         }
     }
@@ -285,7 +294,8 @@ pub fn x509(
             group.id
         ))
     } else {
-        dir.device_blocked()
+        dir.check_not_blocked()?;
+        None
     };
     Ok(Attested {
         method: Method::X509 {

@@ -149,6 +149,9 @@ impl From<Refusal> for DpsError {
         match r {
             Refusal::Unauthorized(m) => DpsError::unauthorized(m),
             Refusal::BadRequest(m) => DpsError::bad_request(m),
+            Refusal::Blocked(m) => {
+                DpsError::new(StatusCode::UNAUTHORIZED, error_codes::DEVICE_BLOCKED, m)
+            }
         }
     }
 }
