@@ -5,7 +5,8 @@
 #   - the emulator's IoT Central API (reads and creates at three concurrency levels);
 #   - DPS X.509 registrations (sequential and concurrent; root- and intermediate-signed);
 #   - factory batches (`iotc provision`, sequential next to concurrent; the 20 req/s limit;
-#     peak memory at 1,000 / 10,000 / 100,000 devices).
+#     peak memory at 1,000 / 10,000 / 100,000 devices);
+#   - the lifecycle: `iotc renew` and `iotc revoke` of 10,000 devices, 20 req/s and off.
 #
 # Usage: scripts/bench-all.sh [OUTPUT_FOLDER]   (default target/bench-all)
 # The raw output goes to OUTPUT_FOLDER/bench-all.log; docs/benchmarks.md quotes it.
@@ -44,6 +45,8 @@ cargo bench --no-run --quiet
         cargo bench --quiet --bench dps_register
     echo "## workflow_batch"
     WF_BENCH_N=5000 WF_BENCH_CONCURRENCY=1,64 cargo bench --quiet --bench workflow_batch
+    echo "## lifecycle (renew and revoke, 20 req/s and off)"
+    LC_BENCH_N=10000 LC_BENCH_CONCURRENCY=64 cargo bench --quiet --bench lifecycle
     echo "# load average after: $(cat /proc/loadavg)"
 } 2>&1 | tee "$log"
 

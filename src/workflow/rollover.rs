@@ -320,7 +320,9 @@ pub fn plan_stage(s: &Slots, new: &str, verified_upload: bool) -> Result<Plan, R
     }
     if is(&s.primary, new) {
         return Err(wrong(if s.secondary.is_some() {
-            "the new CA is primary already: the rollover is past stage and promote; next is `iotc rollover retire`".into()
+            "this CA is primary already, with another CA in the secondary slot: after a promote \
+             the next phase is `iotc rollover retire`; to stage another CA, retire one first"
+                .into()
         } else {
             "the new CA is the group's only CA: there is nothing to stage".into()
         }));
