@@ -343,7 +343,106 @@ pub fn trust(slots: &Slots, station: Option<&str>, above: &[String]) -> Trust {
 mod tests {
     use super::*;
     use crate::central::models::EnrollmentGroupType;
+    use crate::ids::RegistrationId;
+    use crate::workflow::journal::{Attestation, BatchMeta, Journal};
+    use crate::workflow::manifest::DeviceSpec;
     use crate::workflow::rollover::Slot;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// IoT Central in memory: counts the PATCHes that reached it; can lose an answer (the
+    /// device is blocked, the caller gets an error) and has no device `absent`.
+    #[derive(Default)]
+    struct Fake {
+        patches: Mutex<HashMap<String, u32>>,
+        lose: Mutex<HashMap<String, u32>>,
+    }
+
+    impl Blocker for Arc<Fake> {
+        async fn block(&self, id: &str) -> Result<BlockOutcome, StepError> {
+            if id == "absent" {
+                return Ok(BlockOutcome::Absent);
+            }
+            *self.patches.lock().unwrap().entry(id.into()).or_default() += 1;
+            if let Some(n) = self.lose.lock().unwrap().get_mut(id).filter(|n| **n > 0) {
+                *n -= 1;
+                return Err(StepError::transient("connection reset"));
+            }
+            Ok(BlockOutcome::Blocked)
+        }
+
+        async fn enabled(&self, id: &str) -> Result<Option<bool>, StepError> {
+            Ok((id != "absent").then(|| !self.patches.lock().unwrap().contains_key(id)))
+        }
+    }
+
+    fn revocation(dir: &std::path::Path, ids: &[&str]) -> std::path::PathBuf {
+        let path = dir.join("j");
+        let meta = BatchMeta {
+            group_id: "g".into(),
+            attestation: Attestation::X509,
+            source: "t".into(),
+            devices: ids.len() as u64,
+            created_at: "now".into(),
+            issuer: None,
+        };
+        let mut j = Journal::create(&path, meta).unwrap();
+        let specs: Vec<_> = ids
+            .iter()
+            .map(|i| DeviceSpec::bare(RegistrationId::new(*i).unwrap()))
+            .collect();
+        j.plan(&specs).unwrap();
+        ledger::migrate(&mut j).unwrap();
+        ledger::plan_revocation(&mut j, "keyCompromise").unwrap();
+        path
+    }
+
+    fn run(path: &std::path::Path, fake: &Arc<Fake>, crash_after: Option<u64>) -> RunStats {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let writer = JournalWriter::spawn(Journal::open(path).unwrap());
+        let engine = EngineOptions {
+            concurrency: 1,
+            max_attempts: 3,
+            retry_delay: std::time::Duration::from_millis(1),
+            progress: false,
+            crash_after_commits: crash_after,
+        };
+        rt.block_on(run_revocation(
+            writer,
+            fake.clone(),
+            &engine,
+            Arc::new(AtomicBool::new(false)),
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_crash_after_any_commit_or_a_lost_answer_still_blocks_each_device_with_one_patch() {
+        let ids = ["d1", "d2", "absent", "d3"];
+        for k in 1..10u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = revocation(dir.path(), &ids);
+            let fake = Arc::new(Fake::default());
+            fake.lose.lock().unwrap().insert("d2".into(), 1);
+            run(&path, &fake, Some(k));
+            let stats = run(&path, &fake, None);
+            assert!(!stats.interrupted, "k={k}");
+            let patches = fake.patches.lock().unwrap();
+            for id in ["d1", "d2", "d3"] {
+                assert_eq!(patches.get(id), Some(&1), "k={k}: {id} patched once");
+            }
+            let rows = ledger::all_revocations(&Journal::open(&path).unwrap()).unwrap();
+            let outcomes: Vec<_> = rows.iter().map(|r| (r.state, r.outcome)).collect();
+            assert!(outcomes[..2]
+                .iter()
+                .chain(&outcomes[3..])
+                .all(|o| *o == (RevokeState::Blocked, Some(BlockOutcome::Blocked))));
+            assert_eq!(outcomes[2], (RevokeState::Blocked, Some(BlockOutcome::Absent)));
+        }
+    }
 
     fn slots(p: &str) -> Slots {
         Slots {
