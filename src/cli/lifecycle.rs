@@ -593,10 +593,7 @@ async fn revoke(args: RevokeArgs, global: &GlobalArgs) -> CliResult {
         },
     };
     let json = global.output == output::OutputFormat::Json;
-    let planned = match ledger::revocation_reason(&journal) {
-        Ok(r) => r,
-        Err(_) => None,
-    };
+    let planned = ledger::revocation_reason(&journal)?;
     let total = journal.counts()?.total;
     if !json {
         println!(

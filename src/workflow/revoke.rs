@@ -440,7 +440,10 @@ mod tests {
                 .iter()
                 .chain(&outcomes[3..])
                 .all(|o| *o == (RevokeState::Blocked, Some(BlockOutcome::Blocked))));
-            assert_eq!(outcomes[2], (RevokeState::Blocked, Some(BlockOutcome::Absent)));
+            assert_eq!(
+                outcomes[2],
+                (RevokeState::Blocked, Some(BlockOutcome::Absent))
+            );
         }
     }
 

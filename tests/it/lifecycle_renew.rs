@@ -189,10 +189,7 @@ fn expiring_within_selects_and_csrs_renew_without_the_station_holding_keys() {
     // CSRs: each device made its own key; one CSR names another device and is refused.
     std::fs::create_dir_all(emu.path("csrs")).unwrap();
     let mut keys = Vec::new();
-    for (i, cn) in ["c-1", "c-2", "c-3", "someone-else"]
-        .iter()
-        .enumerate()
-    {
+    for (i, cn) in ["c-1", "c-2", "c-3", "someone-else"].iter().enumerate() {
         let key = emu.path(&format!("csrs/k{i}.pem"));
         let csr = emu.path(&format!("csrs/c-{}.csr", i + 1));
         let ok = std::process::Command::new("openssl")

@@ -214,11 +214,7 @@ fn crls_verify_and_refuse_the_station_and_the_group_is_said_to_trust_the_root_ab
     assert!(listing.contains("CA Compromise"), "{listing}");
     // A revoked device is refused by a relying party checking the CRL; a certificate of the
     // same CA that the journal does not hold is not.
-    let dev = [
-        "-untrusted",
-        "pki/line_cert.pem",
-        "out/s-3/s-3_cert.pem",
-    ];
+    let dev = ["-untrusted", "pki/line_cert.pem", "out/s-3/s-3_cert.pem"];
     let base = ["verify", "-CAfile", "pki/root_cert.pem"];
     let (ok, v) = openssl(&[&base[..], &dev].concat(), &emu);
     assert!(ok, "without the CRL the chain is good: {v}");
