@@ -6,7 +6,8 @@
 //! exits 0 when everything is done, 1 when some device is not (rerun to go on), 2 on error.
 
 use super::workflow::{
-    batch_options, dps_options, exit_code_of, id_scope, load_ca, stop_on_ctrl_c, DpsTarget, RunArgs,
+    batch_options, dps_options, exit_code_of, id_scope, load_ca, stop_on_ctrl_c, DpsTarget,
+    EngineArgs, RunArgs,
 };
 use super::{config, output, CliError, CliResult, GlobalArgs, EXIT_OK, EXIT_PARTIAL};
 use crate::cert::{Authority, Reason};
@@ -179,15 +180,9 @@ pub struct RevokeArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Devices in flight at once.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub concurrency: u32,
-    /// Attempts per device in one run before it is recorded as failed.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub attempts: u32,
-    /// Never draw a progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
+    /// Concurrency, attempts, progress.
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// Runs a rollover phase.
@@ -663,13 +658,7 @@ async fn revoke(args: RevokeArgs, global: &GlobalArgs) -> CliResult {
             .map_err(|e| e.message)?,
         );
     }
-    let engine = crate::workflow::engine::EngineOptions {
-        concurrency: args.concurrency as usize,
-        max_attempts: args.attempts,
-        retry_delay: std::time::Duration::from_millis(500),
-        progress: !json && !args.no_progress,
-        crash_after_commits: None,
-    };
+    let engine = args.engine.options(!json);
     let writer = JournalWriter::spawn(journal);
     let stats = revoke::run_revocation(
         writer.clone(),

@@ -96,9 +96,9 @@ impl DpsTarget {
     }
 }
 
-/// How a batch runs.
+/// How the batch engine runs (every per-device command: provision, renew, revoke).
 #[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
+pub struct EngineArgs {
     /// Devices in flight at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
@@ -108,6 +108,27 @@ pub struct RunArgs {
     /// Never draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+impl EngineArgs {
+    /// The engine's options; a progress bar only when `progress` and not `--no-progress`.
+    pub(super) fn options(&self, progress: bool) -> crate::workflow::engine::EngineOptions {
+        crate::workflow::engine::EngineOptions {
+            concurrency: self.concurrency as usize,
+            max_attempts: self.attempts,
+            retry_delay: BatchOptions::default().retry_delay,
+            progress: progress && !self.no_progress,
+            crash_after_commits: None,
+        }
+    }
+}
+
+/// How a batch runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Concurrency, attempts, progress.
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// File whose first line is the password of a `<deviceId>.pfx` (key + chain) written in
     /// each X.509 bundle [else IOTC_PFX_PASSWORD]; without either, no PFX is written.
     #[arg(long, value_name = "FILE")]
@@ -400,12 +421,12 @@ pub(super) fn batch_options(
     key_password: Option<Secret>,
 ) -> Result<BatchOptions, CliError> {
     Ok(BatchOptions {
-        concurrency: run.concurrency as usize,
-        max_attempts: run.attempts,
+        concurrency: run.engine.concurrency as usize,
+        max_attempts: run.engine.attempts,
         out_dir: out.to_owned(),
         id_scope: id_scope.to_string(),
         dps_endpoint: Some(dps.endpoint.clone()),
-        progress: progress && !run.no_progress,
+        progress: progress && !run.engine.no_progress,
         pfx_password: run.pfx_password()?,
         key_password,
         ..BatchOptions::default()

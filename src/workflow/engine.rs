@@ -82,8 +82,13 @@ impl From<StepError> for AttemptError {
 }
 
 /// A per-device flow: the devices it has left and what one attempt does.
+///
+/// The engine keeps, for each device in its turn, whether a request may already have reached
+/// the service (`maybe_sent`): true when the device is found in its flow's in-doubt state
+/// (recorded before the request was sent), and after a failed attempt that left it there; a
+/// flow then looks the outcome up before sending again.
 pub trait Job: Send + Sync + 'static {
-    /// One device's turn: its journal record and whatever the flow keeps between attempts.
+    /// One device's journal record (whatever the flow's attempts read and update).
     type Item: Send + 'static;
 
     /// The item's place in the batch (pages are read after it).
@@ -92,6 +97,9 @@ pub trait Job: Send + Sync + 'static {
     /// The device id, for the run's statistics.
     fn device_id(item: &Self::Item) -> &str;
 
+    /// Whether the device stands where a request may have reached the service.
+    fn in_doubt(item: &Self::Item) -> bool;
+
     /// Up to `limit` devices not done yet, in batch order, after `after_seq`.
     fn pending(
         &self,
@@ -99,11 +107,13 @@ pub trait Job: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Self::Item>, JournalError>> + Send;
 
-    /// Runs the device's remaining steps, committing each through [`Run::commit`].
+    /// Runs the device's remaining steps, committing each through [`Run::commit`]; sets
+    /// `maybe_sent` before it sends a request whose outcome it could not learn.
     fn attempt(
         &self,
         run: &Run,
         item: &mut Self::Item,
+        maybe_sent: &mut bool,
     ) -> impl Future<Output = Result<(), AttemptError>> + Send;
 
     /// Records that the device failed `attempts` times in this run, with the last reason.
@@ -280,9 +290,10 @@ async fn process<J: Job>(
     mut item: J::Item,
 ) -> Result<Ended, BatchError> {
     let mut attempts = 0u32;
+    let mut maybe_sent = J::in_doubt(&item);
     loop {
         attempts += 1;
-        match job.attempt(run, &mut item).await {
+        match job.attempt(run, &mut item, &mut maybe_sent).await {
             Ok(()) => return Ok(Ended::Done),
             Err(AttemptError::Stopped) => return Ok(Ended::Stopped),
             Err(AttemptError::Journal(JournalError::IllegalTransition { .. })) => {
@@ -294,6 +305,7 @@ async fn process<J: Job>(
             }
             Err(AttemptError::Journal(e)) => return Err(e.into()),
             Err(AttemptError::Step(e)) => {
+                maybe_sent |= J::in_doubt(&item);
                 if e.retryable && attempts < opts.max_attempts {
                     let delay = opts.retry_delay * 2u32.saturating_pow(attempts - 1);
                     tracing::debug!(

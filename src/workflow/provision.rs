@@ -286,54 +286,43 @@ struct Provision<S, I> {
     opts: BatchOptions,
 }
 
-/// One device's turn: its record, and whether a registration may already have reached DPS
-/// (found `registering` at the start, or sent by an earlier attempt of this run).
-struct Turn {
-    rec: DeviceRecord,
-    maybe_sent: bool,
-}
-
 impl<S: Services, I: Issuer> Job for Provision<S, I> {
-    type Item = Turn;
+    type Item = DeviceRecord;
 
-    fn seq(t: &Turn) -> i64 {
-        t.rec.seq
+    fn seq(rec: &DeviceRecord) -> i64 {
+        rec.seq
     }
 
-    fn device_id(t: &Turn) -> &str {
-        &t.rec.device_id
+    fn device_id(rec: &DeviceRecord) -> &str {
+        &rec.device_id
     }
 
-    async fn pending(&self, after: i64, limit: usize) -> Result<Vec<Turn>, JournalError> {
-        Ok(self
-            .journal
-            .pending(after, limit)
-            .await?
-            .into_iter()
-            .map(|rec| Turn {
-                maybe_sent: rec.state == State::Registering,
-                rec,
-            })
-            .collect())
+    fn in_doubt(rec: &DeviceRecord) -> bool {
+        rec.state == State::Registering
     }
 
-    async fn attempt(&self, run: &Run, t: &mut Turn) -> Result<(), AttemptError> {
-        let r = attempt(self, run, &mut t.rec, &mut t.maybe_sent).await;
-        if matches!(r, Err(AttemptError::Step(_))) && t.rec.state == State::Registering {
-            t.maybe_sent = true;
-        }
-        r
+    async fn pending(&self, after: i64, limit: usize) -> Result<Vec<DeviceRecord>, JournalError> {
+        self.journal.pending(after, limit).await
+    }
+
+    async fn attempt(
+        &self,
+        run: &Run,
+        rec: &mut DeviceRecord,
+        maybe_sent: &mut bool,
+    ) -> Result<(), AttemptError> {
+        attempt(self, run, rec, maybe_sent).await
     }
 
     async fn record_failure(
         &self,
-        t: &Turn,
+        rec: &DeviceRecord,
         reason: &str,
         attempts: u32,
     ) -> Result<(), JournalError> {
         self.journal
             .apply(Update::Fail {
-                device_id: t.rec.device_id.clone(),
+                device_id: rec.device_id.clone(),
                 reason: reason.to_owned(),
                 attempts,
             })

@@ -136,12 +136,10 @@ struct Renew<S> {
     opts: BatchOptions,
 }
 
-/// One device's turn: its renewal row, its batch row, and whether a registration may have
-/// reached DPS.
+/// One device's turn: its renewal row and its batch row.
 struct Turn {
     ren: Renewal,
     device: DeviceRecord,
-    maybe_sent: bool,
 }
 
 impl<S: Services + CertificateLookup> Renew<S> {
@@ -194,7 +192,12 @@ impl<S: Services + CertificateLookup> Renew<S> {
         }
     }
 
-    async fn run_steps(&self, run: &Run, t: &mut Turn) -> Result<(), AttemptError> {
+    async fn run_steps(
+        &self,
+        run: &Run,
+        t: &mut Turn,
+        maybe_sent: &mut bool,
+    ) -> Result<(), AttemptError> {
         loop {
             match t.ren.state {
                 RenewState::Planned => {
@@ -255,7 +258,7 @@ impl<S: Services + CertificateLookup> Renew<S> {
                     let cred = Self::credential(t)?;
                     let rec = Self::renewed(t);
                     let mut found = None;
-                    if t.maybe_sent {
+                    if *maybe_sent {
                         let sha1 = crate::cert::parse_pem_certs(
                             t.ren.cert_pem.as_deref().unwrap_or_default().as_bytes(),
                         )
@@ -268,7 +271,7 @@ impl<S: Services + CertificateLookup> Renew<S> {
                     let a = match found {
                         Some(a) => a,
                         None => {
-                            t.maybe_sent = true;
+                            *maybe_sent = true;
                             self.services.register(&rec, &cred).await?
                         }
                     };
@@ -337,6 +340,10 @@ impl<S: Services + CertificateLookup> Job for Renew<S> {
         &t.ren.device_id
     }
 
+    fn in_doubt(t: &Turn) -> bool {
+        t.ren.state == RenewState::Registering
+    }
+
     async fn pending(&self, after: i64, limit: usize) -> Result<Vec<Turn>, JournalError> {
         let round = self.round;
         self.journal
@@ -349,23 +356,20 @@ impl<S: Services + CertificateLookup> Job for Renew<S> {
                             ren.device_id
                         ))
                     })?;
-                    out.push(Turn {
-                        maybe_sent: ren.state == RenewState::Registering,
-                        ren,
-                        device,
-                    });
+                    out.push(Turn { ren, device });
                 }
                 Ok(out)
             })
             .await
     }
 
-    async fn attempt(&self, run: &Run, t: &mut Turn) -> Result<(), AttemptError> {
-        let r = self.run_steps(run, t).await;
-        if matches!(r, Err(AttemptError::Step(_))) && t.ren.state == RenewState::Registering {
-            t.maybe_sent = true;
-        }
-        r
+    async fn attempt(
+        &self,
+        run: &Run,
+        t: &mut Turn,
+        maybe_sent: &mut bool,
+    ) -> Result<(), AttemptError> {
+        self.run_steps(run, t, maybe_sent).await
     }
 
     async fn record_failure(

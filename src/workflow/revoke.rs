@@ -44,36 +44,57 @@ struct Revoke<B> {
     journal: JournalWriter,
 }
 
-/// One device's turn: its row, and whether a PATCH may already have reached IoT Central.
-struct Turn {
-    rev: Revocation,
-    maybe_sent: bool,
-}
-
 impl<B: Blocker> Revoke<B> {
     async fn advance(
         &self,
         run: &Run,
-        t: &mut Turn,
+        rev: &mut Revocation,
         to: RevokeState,
         outcome: Option<BlockOutcome>,
     ) -> Result<(), AttemptError> {
-        let write = ledger::revoke_advance(&t.rev.device_id, t.rev.state, to, outcome);
+        let write = ledger::revoke_advance(&rev.device_id, rev.state, to, outcome);
         run.commit(self.journal.exec(write)).await?;
-        t.rev.state = to;
-        t.rev.outcome = outcome.or(t.rev.outcome);
+        rev.state = to;
+        rev.outcome = outcome.or(rev.outcome);
         Ok(())
     }
+}
 
-    async fn run_steps(&self, run: &Run, t: &mut Turn) -> Result<(), AttemptError> {
+impl<B: Blocker> Job for Revoke<B> {
+    type Item = Revocation;
+
+    fn seq(rev: &Revocation) -> i64 {
+        rev.seq
+    }
+
+    fn device_id(rev: &Revocation) -> &str {
+        &rev.device_id
+    }
+
+    fn in_doubt(rev: &Revocation) -> bool {
+        rev.state == RevokeState::Blocking
+    }
+
+    async fn pending(&self, after: i64, limit: usize) -> Result<Vec<Revocation>, JournalError> {
+        self.journal
+            .read(move |j| ledger::pending_revocations(j, after, limit))
+            .await
+    }
+
+    async fn attempt(
+        &self,
+        run: &Run,
+        t: &mut Revocation,
+        maybe_sent: &mut bool,
+    ) -> Result<(), AttemptError> {
         loop {
-            match t.rev.state {
+            match t.state {
                 RevokeState::Planned => {
                     self.advance(run, t, RevokeState::Blocking, None).await?;
                 }
                 RevokeState::Blocking => {
-                    let id = t.rev.device_id.clone();
-                    if t.maybe_sent {
+                    let id = t.device_id.clone();
+                    if *maybe_sent {
                         match self.blocker.enabled(&id).await? {
                             None => {
                                 return self
@@ -98,7 +119,7 @@ impl<B: Blocker> Revoke<B> {
                             Some(true) => {}
                         }
                     }
-                    t.maybe_sent = true;
+                    *maybe_sent = true;
                     let outcome = self.blocker.block(&id).await?;
                     self.advance(run, t, RevokeState::Blocked, Some(outcome))
                         .await?;
@@ -107,48 +128,15 @@ impl<B: Blocker> Revoke<B> {
             }
         }
     }
-}
-
-impl<B: Blocker> Job for Revoke<B> {
-    type Item = Turn;
-
-    fn seq(t: &Turn) -> i64 {
-        t.rev.seq
-    }
-
-    fn device_id(t: &Turn) -> &str {
-        &t.rev.device_id
-    }
-
-    async fn pending(&self, after: i64, limit: usize) -> Result<Vec<Turn>, JournalError> {
-        Ok(self
-            .journal
-            .read(move |j| ledger::pending_revocations(j, after, limit))
-            .await?
-            .into_iter()
-            .map(|rev| Turn {
-                maybe_sent: rev.state == RevokeState::Blocking,
-                rev,
-            })
-            .collect())
-    }
-
-    async fn attempt(&self, run: &Run, t: &mut Turn) -> Result<(), AttemptError> {
-        let r = self.run_steps(run, t).await;
-        if matches!(r, Err(AttemptError::Step(_))) && t.rev.state == RevokeState::Blocking {
-            t.maybe_sent = true;
-        }
-        r
-    }
 
     async fn record_failure(
         &self,
-        t: &Turn,
+        rev: &Revocation,
         reason: &str,
         attempts: u32,
     ) -> Result<(), JournalError> {
         self.journal
-            .exec(ledger::revoke_fail(&t.rev.device_id, reason, attempts))
+            .exec(ledger::revoke_fail(&rev.device_id, reason, attempts))
             .await
     }
 }

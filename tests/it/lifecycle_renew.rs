@@ -8,6 +8,23 @@ use iotc::workflow::journal::Journal;
 use iotc::workflow::ledger::{self, RenewState};
 use std::collections::BTreeMap;
 
+/// `iotc renew` of the batch with pki/line, plus `extra`.
+fn renew(emu: &Emu, extra: &[&str]) -> std::process::Output {
+    emu.cmd()
+        .args([
+            "renew",
+            "--journal",
+            "line.journal",
+            "--out",
+            "out",
+            "--ca",
+            "pki/line",
+        ])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 fn provision(emu: &Emu, n: u64, prefix: &str) {
     emu.cmd()
         .args([
@@ -84,19 +101,11 @@ fn a_thousand_devices_are_renewed_and_reregistered_as_the_same_devices() {
     let old_files = snapshot(&emu.path("out"));
 
     let started = std::time::Instant::now();
-    emu.cmd()
-        .args([
-            "renew",
-            "--journal",
-            "line.journal",
-            "--out",
-            "out",
-            "--ca",
-            "pki/line",
-        ])
-        .args(["--no-password", "--no-progress", "--concurrency", "64"])
-        .assert()
-        .success();
+    let out = renew(
+        &emu,
+        &["--no-password", "--no-progress", "--concurrency", "64"],
+    );
+    assert!(out.status.success(), "{out:?}");
     eprintln!("renewed {n} devices in {:?}", started.elapsed());
 
     // One IoT Central device per id, the same ids.
@@ -143,20 +152,7 @@ fn a_thousand_devices_are_renewed_and_reregistered_as_the_same_devices() {
     );
     assert!(ok, "{out}");
     // Freshly renewed certificates do not expire within 30 days: nothing to renew.
-    let out = emu
-        .cmd()
-        .args([
-            "renew",
-            "--journal",
-            "line.journal",
-            "--out",
-            "out",
-            "--ca",
-            "pki/line",
-        ])
-        .args(["--no-password", "--expiring-within", "30"])
-        .output()
-        .unwrap();
+    let out = renew(&emu, &["--no-password", "--expiring-within", "30"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to renew"));
 }
@@ -168,20 +164,10 @@ fn expiring_within_selects_and_csrs_renew_without_the_station_holding_keys() {
     provision(&emu, 4, "c-");
     // Device certificates last 365 days: within 400 days every one expires, so a dry run
     // plans all four; it writes nothing.
-    let out = emu
-        .cmd()
-        .args([
-            "renew",
-            "--journal",
-            "line.journal",
-            "--out",
-            "out",
-            "--ca",
-            "pki/line",
-        ])
-        .args(["--no-password", "--expiring-within", "400", "--dry-run"])
-        .output()
-        .unwrap();
+    let out = renew(
+        &emu,
+        &["--no-password", "--expiring-within", "400", "--dry-run"],
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");
     assert!(text.contains("would renew 4 device(s)"), "{text}");
@@ -212,20 +198,7 @@ fn expiring_within_selects_and_csrs_renew_without_the_station_holding_keys() {
         assert!(ok.status.success(), "{ok:?}");
         keys.push(key);
     }
-    let out = emu
-        .cmd()
-        .args([
-            "renew",
-            "--journal",
-            "line.journal",
-            "--out",
-            "out",
-            "--ca",
-            "pki/line",
-        ])
-        .args(["--csr-dir", "csrs", "--no-progress"])
-        .output()
-        .unwrap();
+    let out = renew(&emu, &["--csr-dir", "csrs", "--no-progress"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "one device failed: {text}");
     assert!(text.contains("its CN must be the device id"), "{text}");
@@ -263,20 +236,7 @@ fn expiring_within_selects_and_csrs_renew_without_the_station_holding_keys() {
         .output()
         .unwrap();
     assert!(fixed.status.success());
-    let out = emu
-        .cmd()
-        .args([
-            "renew",
-            "--journal",
-            "line.journal",
-            "--out",
-            "out",
-            "--ca",
-            "pki/line",
-        ])
-        .args(["--csr-dir", "csrs", "--no-progress"])
-        .output()
-        .unwrap();
+    let out = renew(&emu, &["--csr-dir", "csrs", "--no-progress"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");
     assert!(text.contains("resuming, left: 1"), "{text}");
