@@ -400,7 +400,7 @@ pub(super) fn stop_on_ctrl_c() -> Arc<AtomicBool> {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!(
-                "\ninterrupted: finishing the devices in flight; rerun with --resume to continue"
+                "\ninterrupted: finishing the devices in flight; rerun to continue (provision: with --resume)"
             );
             flag.store(true, Ordering::SeqCst);
             if tokio::signal::ctrl_c().await.is_ok() {

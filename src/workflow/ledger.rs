@@ -175,6 +175,9 @@ pub struct Renewal {
 
 /// The round not finished yet, if there is one (the newest round with a device not bundled).
 pub fn open_round(journal: &Journal) -> Result<Option<Round>, JournalError> {
+    if !has_ledger(journal)? {
+        return Ok(None);
+    }
     let c = journal.conn();
     let newest: Option<i64> = c
         .query_row("SELECT MAX(round) FROM renewal_rounds", [], |r| r.get(0))

@@ -419,3 +419,211 @@ pub async fn run_round<S: Services + CertificateLookup>(
     });
     drive(job, left, &engine, stop).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workflow::journal::{Attestation, BatchMeta, State, Transition, Update};
+    use crate::workflow::manifest::DeviceSpec;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// DPS in memory: the certificate each device registered with last, the registrations
+    /// that reached it, and answers it can lose (registered, but the caller gets an error).
+    #[derive(Default)]
+    struct Fake {
+        registered: Mutex<HashMap<String, String>>,
+        calls: Mutex<HashMap<String, u32>>,
+        lose: Mutex<HashMap<String, u32>>,
+    }
+
+    fn leaf_sha1(cred: &StoredCredential) -> String {
+        let StoredCredential::X509 { chain_pem, .. } = cred else {
+            return String::new();
+        };
+        let der = crate::cert::parse_pem_certs(chain_pem.as_bytes()).unwrap();
+        crate::cert::sha1_thumbprint(&der[0])
+    }
+
+    fn hub(rec: &DeviceRecord) -> Assignment {
+        Assignment {
+            assigned_hub: "hub".into(),
+            device_id: rec.device_id.clone(),
+        }
+    }
+
+    impl Services for Arc<Fake> {
+        async fn create_device(&self, _: &DeviceRecord) -> Result<(), StepError> {
+            Err(StepError::permanent("a renewal creates no device"))
+        }
+        async fn register(
+            &self,
+            rec: &DeviceRecord,
+            cred: &StoredCredential,
+        ) -> Result<Assignment, StepError> {
+            let id = rec.device_id.clone();
+            *self.calls.lock().unwrap().entry(id.clone()).or_default() += 1;
+            self.registered
+                .lock()
+                .unwrap()
+                .insert(id.clone(), leaf_sha1(cred));
+            if let Some(n) = self.lose.lock().unwrap().get_mut(&id).filter(|n| **n > 0) {
+                *n -= 1;
+                return Err(StepError::transient("connection reset"));
+            }
+            Ok(hub(rec))
+        }
+        async fn lookup(
+            &self,
+            rec: &DeviceRecord,
+            _: &StoredCredential,
+        ) -> Result<Option<Assignment>, StepError> {
+            Ok(Some(hub(rec)))
+        }
+    }
+
+    impl CertificateLookup for Arc<Fake> {
+        async fn registered_with(
+            &self,
+            rec: &DeviceRecord,
+            _: &StoredCredential,
+            sha1: &str,
+        ) -> Result<Option<Assignment>, StepError> {
+            let reg = self.registered.lock().unwrap();
+            Ok((reg.get(&rec.device_id).map(String::as_str) == Some(sha1)).then(|| hub(rec)))
+        }
+    }
+
+    /// A finished batch of `ids` whose first certificates `old` signed, with DPS holding them.
+    fn batch(dir: &Path, ids: &[&str], old: &Authority, fake: &Fake) -> PathBuf {
+        let path = dir.join("j");
+        let meta = BatchMeta {
+            group_id: "g".into(),
+            attestation: Attestation::X509,
+            source: "t".into(),
+            devices: ids.len() as u64,
+            created_at: "now".into(),
+            issuer: None,
+        };
+        let mut j = Journal::create(&path, meta).unwrap();
+        let specs: Vec<_> = ids
+            .iter()
+            .map(|i| crate::workflow::manifest::DeviceSpec::bare(RegistrationId::new(*i).unwrap()))
+            .collect::<Vec<DeviceSpec>>();
+        j.plan(&specs).unwrap();
+        for id in ids {
+            let issued = old
+                .issue_device(&RegistrationId::new(*id).unwrap(), &LeafOptions::default())
+                .unwrap();
+            fake.registered
+                .lock()
+                .unwrap()
+                .insert(id.to_string(), issued.sha1_thumbprint());
+            let steps = [
+                Transition {
+                    secret: Some(issued.key.as_ref().unwrap().pkcs8_pem()),
+                    cert_pem: Some(issued.cert_pem.clone()),
+                    chain_pem: Some(issued.chain_pem.clone()),
+                    ..Transition::new(*id, State::Planned, State::Registering)
+                },
+                Transition {
+                    assigned_hub: Some("hub".into()),
+                    ..Transition::new(*id, State::Registering, State::Registered)
+                },
+                Transition::new(*id, State::Registered, State::BundleWritten),
+            ];
+            for t in steps {
+                j.apply(&[Update::Advance(t)]).unwrap()[0].as_ref().unwrap();
+            }
+        }
+        ledger::migrate(&mut j).unwrap();
+        path
+    }
+
+    fn run(path: &Path, out: &Path, ca: &Arc<Authority>, fake: &Arc<Fake>, crash: Option<u64>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut j = Journal::open(path).unwrap();
+        // The first run plans round 1; a later one resumes it, or finds it finished.
+        let round = match ledger::open_round(&j).unwrap() {
+            Some(r) => r,
+            None if !ledger::round_renewals(&j, 1).unwrap().is_empty() => return,
+            None => {
+                let ids = select(&j, None).unwrap();
+                let meta = Round {
+                    round: 0,
+                    issuer: crate::cert::sha256_thumbprint(ca.cert_der()),
+                    issuer_subject: ca.subject().into(),
+                    created_at: "now".into(),
+                    expiring_within: None,
+                    csr_dir: None,
+                    out_dir: out.to_owned(),
+                };
+                ledger::plan_round(&mut j, &meta, &ids).unwrap()
+            }
+        };
+        let opts = BatchOptions {
+            concurrency: 1,
+            retry_delay: std::time::Duration::from_millis(1),
+            out_dir: round_dir(out, round.round),
+            crash_after_commits: crash,
+            ..BatchOptions::default()
+        };
+        let source = RenewSource {
+            ca: ca.clone(),
+            leaf: LeafOptions::default(),
+            csr_dir: None,
+        };
+        let writer = JournalWriter::spawn(j);
+        let stop = Arc::new(AtomicBool::new(false));
+        rt.block_on(run_round(writer, &round, fake.clone(), source, opts, stop))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_crash_after_any_commit_or_a_lost_answer_reregisters_each_device_once_with_the_new_certificate(
+    ) {
+        let old = Authority::new_root(&Default::default()).unwrap();
+        let new = Arc::new(Authority::new_root(&Default::default()).unwrap());
+        let ids = ["d1", "d2", "d3"];
+        for k in 1..10u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let fake = Arc::new(Fake::default());
+            let path = batch(dir.path(), &ids, &old, &fake);
+            fake.lose.lock().unwrap().insert("d2".into(), 1);
+            let out = dir.path().join("out");
+            run(&path, &out, &new, &fake, Some(k));
+            run(&path, &out, &new, &fake, None);
+            let j = Journal::open(&path).unwrap();
+            assert!(
+                ledger::open_round(&j).unwrap().is_none(),
+                "k={k}: round finished"
+            );
+            let rows = ledger::round_renewals(&j, 1).unwrap();
+            assert_eq!(rows.len(), 3, "k={k}: one round, not two");
+            for r in &rows {
+                let id = r.device_id.as_str();
+                assert_eq!(
+                    fake.calls.lock().unwrap().get(id),
+                    Some(&1),
+                    "k={k}: {id} once"
+                );
+                let cert = r.cert_pem.as_deref().unwrap();
+                let der = crate::cert::parse_pem_certs(cert.as_bytes()).unwrap();
+                assert_eq!(
+                    fake.registered.lock().unwrap().get(id),
+                    Some(&crate::cert::sha1_thumbprint(&der[0])),
+                    "k={k}: {id} holds its new certificate"
+                );
+                crate::cert::verify_signed_by(&der[0], new.cert_der()).unwrap();
+                let b = crate::workflow::bundle::check(&out.join("renewal-1").join(id)).unwrap();
+                assert_eq!(
+                    b.cert_sha1_thumbprint,
+                    Some(crate::cert::sha1_thumbprint(&der[0]))
+                );
+            }
+        }
+    }
+}
