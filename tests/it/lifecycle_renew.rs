@@ -246,3 +246,68 @@ fn expiring_within_selects_and_csrs_renew_without_the_station_holding_keys() {
         "the same round, not a new one"
     );
 }
+
+#[test]
+fn renew_killed_9_mid_way_and_rerun_reregisters_every_device_once_with_its_new_certificate() {
+    let n = 40;
+    let emu = Emu::start(None);
+    emu.settings(serde_json::json!({"dpsAssigningPolls": 0, "dpsRetryAfterSeconds": 0}));
+    provision(&emu, n, "k-");
+    // Every request delayed: the round takes seconds, so the kill lands mid-way, with
+    // devices between their commit of `registering` and DPS's answer.
+    emu.settings(serde_json::json!({"faults": {"latencyMs": 150}}));
+    let mut child = emu
+        .iotc()
+        .args([
+            "renew",
+            "--journal",
+            "line.journal",
+            "--out",
+            "out",
+            "--ca",
+            "pki/line",
+        ])
+        .args(["--no-password", "--no-progress", "--concurrency", "8"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(900));
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    let states: BTreeMap<String, usize> = {
+        let j = Journal::open(&emu.path("line.journal")).unwrap();
+        let mut m = BTreeMap::new();
+        for r in ledger::round_renewals(&j, 1).unwrap_or_default() {
+            *m.entry(r.state.as_str().to_owned()).or_default() += 1;
+        }
+        m
+    };
+    eprintln!("killed with {states:?}");
+    emu.settings(serde_json::json!({"faults": {"latencyMs": 0}}));
+    let out = renew(&emu, &["--no-password", "--no-progress"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("resuming"),
+        "the rerun resumes round 1: {out:?}"
+    );
+    assert_eq!(emu.devices().len(), n as usize);
+    let j = Journal::open(&emu.path("line.journal")).unwrap();
+    for r in ledger::round_renewals(&j, 1).unwrap() {
+        let id = r.device_id.as_str();
+        assert_eq!(r.state, RenewState::BundleWritten, "{id}");
+        let new_sha1 = sha1_of_pem(&emu.path(&format!("out/renewal-1/{id}/{id}_cert.pem")));
+        let state = emu.registration_state(&emu.path("out/renewal-1"), id);
+        let recorded = state
+            .x509
+            .unwrap()
+            .certificate_info
+            .unwrap()
+            .sha1_thumbprint;
+        assert_eq!(
+            recorded, new_sha1,
+            "{id}: DPS holds the renewed certificate"
+        );
+    }
+    assert!(!emu.path("out/renewal-2").exists());
+}
