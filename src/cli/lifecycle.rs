@@ -133,7 +133,7 @@ pub struct RenewArgs {
     /// Renew only the devices whose certificate expires within this many days.
     #[arg(long, value_name = "DAYS")]
     pub expiring_within: Option<u32>,
-    /// The devices keep their keys: sign DIR/<deviceId>.csr (or .pem) instead of making keys;
+    /// The devices keep their keys: sign `DIR/<deviceId>.csr` (or `.pem`) instead of making keys;
     /// the devices then register themselves with their new certificate.
     #[arg(long, value_name = "DIR")]
     pub csr_dir: Option<PathBuf>,
