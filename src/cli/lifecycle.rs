@@ -569,6 +569,13 @@ async fn revoke(args: RevokeArgs, global: &GlobalArgs) -> CliResult {
         .as_ref()
         .map(|c| c.cert_der().to_vec())
         .or_else(|| chain_above.first().cloned());
+    if issuer_ca.is_some() && station_der.is_none() {
+        return Err(
+            "--issuer-ca signs the CRL of the station's CA, but the journal's chains do not \
+             hold it (its devices are signed by a root): give the station's CA with --ca"
+                .into(),
+        );
+    }
     let station = station_der.as_deref().map(crate::cert::sha1_thumbprint);
     let mut above: Vec<String> = chain_above
         .iter()
