@@ -323,9 +323,20 @@ impl Authority {
         self.self_signed
     }
 
-    /// The rcgen issuer that signs for this CA (certificates here, CRLs in `crl.rs`).
-    pub(super) fn rcgen_issuer(&self) -> &Issuer<'static, KeyPair> {
-        &self.issuer
+    /// A CRL signed by this CA revoking `serials` (each a certificate's serial bytes) for
+    /// `reason`, numbered `number`, valid from now for `days` days; PEM (see `crl.rs`).
+    pub fn issue_crl(
+        &self,
+        serials: &[Vec<u8>],
+        reason: super::Reason,
+        number: u64,
+        days: u32,
+    ) -> Result<String, CertError> {
+        let params = super::crl::params(self, serials, reason, number, days)?;
+        let crl = params
+            .signed_by(&self.issuer)
+            .map_err(super::crl::sign_err(self))?;
+        crl.pem().map_err(super::crl::sign_err(self))
     }
 
     fn assemble(

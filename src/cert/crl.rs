@@ -94,47 +94,47 @@ pub fn serial_of(cert_der: &[u8]) -> Result<Vec<u8>, CertError> {
     Ok(parse_cert(cert_der)?.raw_serial().to_vec())
 }
 
-impl Authority {
-    /// A CRL signed by this CA revoking `serials` (each a certificate's serial bytes) for
-    /// `reason`, numbered `number`, valid from now for `days` days; PEM.
-    pub fn issue_crl(
-        &self,
-        serials: &[Vec<u8>],
-        reason: Reason,
-        number: u64,
-        days: u32,
-    ) -> Result<String, CertError> {
-        let sign = |e: rcgen::Error| CertError::Sign {
-            subject: self.subject().to_owned(),
-            reason: format!("CRL: {e}"),
-        };
-        let now = OffsetDateTime::now_utc();
-        let c = parse_cert(self.cert_der())?;
-        // The CRL's authority key identifier must be the CA's own subject key identifier.
-        let skid = c
-            .extensions()
-            .iter()
-            .find_map(|e| match e.parsed_extension() {
-                ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
-                _ => None,
-            });
-        let params = CertificateRevocationListParams {
-            this_update: now - Duration::minutes(5),
-            next_update: now + Duration::days(i64::from(days.max(1))),
-            crl_number: SerialNumber::from(number),
-            issuing_distribution_point: None,
-            revoked_certs: serials
-                .iter()
-                .map(|s| RevokedCertParams {
-                    serial_number: SerialNumber::from_slice(s),
-                    revocation_time: now - Duration::minutes(5),
-                    reason_code: Some(reason.rcgen()),
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: skid.map_or(KeyIdMethod::Sha256, KeyIdMethod::PreSpecified),
-        };
-        let crl = params.signed_by(self.rcgen_issuer()).map_err(sign)?;
-        crl.pem().map_err(sign)
+/// The failure of signing or encoding a CRL of `ca`.
+pub(super) fn sign_err(ca: &Authority) -> impl Fn(rcgen::Error) -> CertError + '_ {
+    move |e| CertError::Sign {
+        subject: ca.subject().to_owned(),
+        reason: format!("CRL: {e}"),
     }
+}
+
+/// The parameters of a CRL of `ca` revoking `serials` for `reason`, numbered `number`, valid
+/// from now for `days` days ([`Authority::issue_crl`] signs them).
+pub(super) fn params(
+    ca: &Authority,
+    serials: &[Vec<u8>],
+    reason: Reason,
+    number: u64,
+    days: u32,
+) -> Result<CertificateRevocationListParams, CertError> {
+    let now = OffsetDateTime::now_utc();
+    let c = parse_cert(ca.cert_der())?;
+    // The CRL's authority key identifier must be the CA's own subject key identifier.
+    let skid = c
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        });
+    Ok(CertificateRevocationListParams {
+        this_update: now - Duration::minutes(5),
+        next_update: now + Duration::days(i64::from(days.max(1))),
+        crl_number: SerialNumber::from(number),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|s| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(s),
+                revocation_time: now - Duration::minutes(5),
+                reason_code: Some(reason.rcgen()),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: skid.map_or(KeyIdMethod::Sha256, KeyIdMethod::PreSpecified),
+    })
 }
