@@ -23,11 +23,8 @@
 
 mod common;
 
-use common::{bench_dir, env_or, full_run};
-use iotc::central::{Client, ClientOptions, Credential};
-use iotc::emulator::{Emulator, EmulatorConfig, ReadyInfo};
-use iotc::workflow::onboard::{self, CaSpec};
-use std::path::Path;
+use common::{bench_dir, env_or, full_run, setup_group};
+use iotc::emulator::{Emulator, EmulatorConfig};
 use std::time::Instant;
 
 struct Run {
@@ -215,33 +212,4 @@ fn own_cpu_seconds() -> f64 {
         .collect();
     // utime and stime are fields 14 and 15 (1-based; field 3 is the first after the name).
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
-}
-
-fn setup_group(rt: &tokio::runtime::Runtime, info: &ReadyInfo, dir: &Path) {
-    let pem = std::fs::read(&info.ca_cert).expect("ca");
-    let client = Client::new(
-        &info.api_url,
-        Credential::api_token(info.admin_token.expose()),
-        Some(ClientOptions::default().with_ca_pem(pem)),
-    )
-    .expect("client");
-    let mut steps = Vec::new();
-    let cas = onboard::ensure_ca(
-        &CaSpec {
-            root: dir.join("pki/root"),
-            intermediate: Some(dir.join("pki/line")),
-            password: None,
-            name: "bench".into(),
-        },
-        &mut steps,
-    )
-    .expect("CA");
-    rt.block_on(onboard::ensure_x509_group(
-        &client,
-        "bench",
-        cas.signing(),
-        false,
-        &mut steps,
-    ))
-    .expect("group");
 }

@@ -5,7 +5,9 @@
 #   - the emulator's IoT Central API (reads and creates at three concurrency levels);
 #   - DPS X.509 registrations (sequential and concurrent; root- and intermediate-signed);
 #   - factory batches (`iotc provision`, sequential next to concurrent; the 20 req/s limit;
-#     peak memory at 1,000 / 10,000 / 100,000 devices).
+#     peak memory at 1,000 / 10,000 / 100,000 devices);
+#   - key custody: a 10,000-device CSR batch next to a station-key batch of the same size, and
+#     four stations sharing the 20 req/s limit (together, each next to the mean).
 #
 # Usage: scripts/bench-all.sh [OUTPUT_FOLDER]   (default target/bench-all)
 # The raw output goes to OUTPUT_FOLDER/bench-all.log; docs/benchmarks.md quotes it.
@@ -44,6 +46,9 @@ cargo bench --no-run --quiet
         cargo bench --quiet --bench dps_register
     echo "## workflow_batch"
     WF_BENCH_N=5000 WF_BENCH_CONCURRENCY=1,64 cargo bench --quiet --bench workflow_batch
+    echo "## key_custody: a CSR batch next to station-made keys; stations sharing the limit"
+    KC_BENCH_CSR_N=10000 KC_BENCH_STATIONS=4 KC_BENCH_STATION_N=300 \
+        cargo bench --quiet --bench key_custody
     echo "# load average after: $(cat /proc/loadavg)"
 } 2>&1 | tee "$log"
 

@@ -12,8 +12,8 @@
 //! the retry loop of the client: the throttled request itself waits that long; the others go
 //! on at the new, lower rate, because the service's limit is a rate, not an outage.
 //!
-//! Requests leave 1/rate apart, without bursts, so a client never spends the application's
-//! whole bucket at once.
+//! Requests leave 1/rate apart on average (with jitter), in the order they asked, without
+//! bursts, so a client never spends the application's whole bucket at once.
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -33,6 +33,8 @@ pub(crate) struct Pacer {
     max: f64,
     min: f64,
     state: Mutex<State>,
+    /// Whose turn it is to wait for the next slot.
+    turn: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -63,6 +65,7 @@ impl Pacer {
                 next: Instant::now(),
                 epoch: 0,
             }),
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -70,16 +73,28 @@ impl Pacer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits for this request's slot.
+    /// Waits for this request's slot. Requests take their turns in the order they ask
+    /// (FIFO), and each slot is computed when its turn comes, from the rate in force then:
+    /// a cut slows the requests already waiting, not only the ones that come after it.
     pub(crate) async fn ready(&self) -> Ticket {
-        let (at, epoch) = {
-            let mut s = self.lock();
-            let at = s.next.max(Instant::now());
-            s.next = at + Duration::from_secs_f64(1.0 / s.rate);
-            (at, s.epoch)
-        };
+        let _turn = self.turn.lock().await;
+        let at = self.lock().next;
         tokio::time::sleep_until(at).await;
-        Ticket { epoch }
+        let mut s = self.lock();
+        let now = Instant::now();
+        // Jitter (±25 %, the mean kept): clients whose slots fell into step would otherwise
+        // keep meeting the application's empty bucket in the same order, and the same one
+        // would take every 429.
+        let interval = Duration::from_secs_f64(rand::random_range(0.75..1.25) / s.rate);
+        // While busy the slots follow each other exactly (a timer that fires late does not
+        // slow the rate); after an idle spell the next slot counts from now (no burst).
+        let base = if now.saturating_duration_since(s.next) < interval {
+            s.next
+        } else {
+            now
+        };
+        s.next = base + interval;
+        Ticket { epoch: s.epoch }
     }
 
     /// The service accepted a request: probe up a step (a rate of r succeeds r times a
@@ -143,8 +158,9 @@ mod tests {
         for _ in 0..21 {
             p.ready().await;
         }
-        // 21 requests, 50 ms apart: one second, no burst.
-        assert_eq!(Instant::now() - start, Duration::from_secs(1));
+        // 21 requests, 50 ms apart on average: about one second, no burst.
+        let took = (Instant::now() - start).as_secs_f64();
+        assert!((0.8..1.2).contains(&took), "{took}");
         // A 429 halves the rate once per round: the answers to requests sent before the cut
         // do not cut again.
         let (a, b) = (p.ready().await, p.ready().await);

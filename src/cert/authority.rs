@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use super::inspect::{parse_cert, subject_of};
 use super::key::pem_encode;
 use super::profile::{self, check_cn, params, rfc3339, validity, CaOptions, LeafOptions, Profile};
-use super::{parse_pem_certs, CertError, KeyType, PrivateKey};
+use super::{parse_pem_certs, CertError, DeviceCsr, KeyType, PrivateKey};
 use crate::ids::RegistrationId;
 
 /// A freshly issued certificate (and its key, when this tool generated it).
@@ -218,16 +218,26 @@ impl Authority {
         self.issue_with_new_key(Profile::Server, cn, opts.key_type, v, sans)
     }
 
-    /// Signs a certificate signing request (PEM or DER) with the device profile. The CSR's
-    /// signature is checked and its CN must be a valid registration id; the key stays with
-    /// the requester (`Issued::key` is `None`).
+    /// Signs a certificate signing request (PEM or DER) with the device profile. The CSR is
+    /// checked as [`DeviceCsr::parse`] says (signature, key type, one valid CN, no CA request);
+    /// the key stays with the requester (`Issued::key` is `None`).
     pub fn sign_csr(&self, csr: &[u8], opts: &LeafOptions) -> Result<Issued, CertError> {
-        let req = super::csr::read_csr(csr)?;
+        self.sign_device_csr(&DeviceCsr::parse(csr)?, opts)
+    }
+
+    /// Signs a checked CSR with the device profile: CN = its CN, its public key, nothing else
+    /// of what it asks for ([`DeviceCsr::not_copied`]).
+    pub fn sign_device_csr(
+        &self,
+        csr: &DeviceCsr,
+        opts: &LeafOptions,
+    ) -> Result<Issued, CertError> {
         let v = self.leaf_validity(opts, profile::DEVICE_DAYS)?;
-        let p = params(Profile::Device, req.id.as_str(), req.key_type, v);
+        let id = csr.id().as_str();
+        let p = params(Profile::Device, id, csr.key_type(), v);
         let cert = p
-            .signed_by(&req.spki, &self.issuer)
-            .map_err(sign_err(req.id.as_str()))?;
+            .signed_by(&csr.spki()?, &self.issuer)
+            .map_err(sign_err(id))?;
         Ok(self.leaf(cert.der().to_vec(), None))
     }
 

@@ -33,6 +33,7 @@ mod verify;
 mod write;
 
 pub use authority::{Authority, Issued};
+pub use csr::DeviceCsr;
 pub use error::{CertError, ChainError};
 pub use inspect::{
     certificate_string, decode_certificate_string, inspect, parse_pem_certs, read_certs,

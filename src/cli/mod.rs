@@ -12,6 +12,7 @@ pub mod demo;
 pub mod dps;
 pub mod emulator;
 pub mod output;
+pub mod provision_status;
 pub mod workflow;
 
 use clap::{Args, Parser, Subcommand};

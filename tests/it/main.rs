@@ -36,5 +36,7 @@ mod security_dps;
 mod security_rbac;
 mod security_secrets;
 mod workflow_batch;
+mod workflow_csr;
 mod workflow_manifest;
 mod workflow_onboard;
+mod workflow_stations;
