@@ -11,7 +11,7 @@
 //! instead (SANs, EKUs, subject attributes other than the CN) is counted, so the caller can
 //! say it is not copied.
 
-use super::manifest::{DeviceSpec, ManifestError, ScanError, Source};
+use super::manifest::{DeviceSpec, ManifestError, ProblemList, ScanError, Source};
 use crate::cert::DeviceCsr;
 use crate::ids::RegistrationId;
 use std::collections::{BTreeMap, HashMap};
@@ -81,20 +81,6 @@ pub enum CsrError {
     /// The manifest could not be read.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-}
-
-struct ProblemList<'a>(&'a [CsrProblem]);
-
-impl fmt::Display for ProblemList<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "  {p}")?;
-        }
-        Ok(())
-    }
 }
 
 /// What [`check_all`] found in a batch whose CSRs are all usable.

@@ -304,6 +304,34 @@ pub enum PlanError {
     Csr(String),
 }
 
+/// The statement that plans a device (`OR IGNORE`: skip ids already planned).
+fn insert_sql(ignore_existing: bool) -> String {
+    format!(
+        "INSERT {} INTO devices(device_id, line, display_name, template, organization,
+                                simulated, csr, csr_sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        if ignore_existing { "OR IGNORE" } else { "" }
+    )
+}
+
+/// Plans one device with [`insert_sql`]'s statement, with its CSR (DER, SHA-256) if any.
+fn insert_device(
+    stmt: &mut rusqlite::Statement<'_>,
+    s: &super::manifest::DeviceSpec,
+    csr: Option<&(Vec<u8>, String)>,
+) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        s.device_id.as_str(),
+        s.line as i64,
+        s.display_name,
+        s.template,
+        s.organization.as_ref().map(|o| o.as_str()),
+        s.simulated.map(i64::from),
+        csr.map(|c| c.0.as_slice()),
+        csr.map(|c| c.1.as_str()),
+    ])
+}
+
 /// Reads the CSR of a device while a CSR batch is planned: its DER and SHA-256 (lowercase
 /// hex), or why not.
 pub type ReadCsr<'a> =
@@ -524,19 +552,9 @@ impl Journal {
         let tx = self.conn.transaction()?;
         let mut n = 0;
         {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO devices(device_id, line, display_name, template, organization, simulated)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
+            let mut stmt = tx.prepare_cached(&insert_sql(false))?;
             for s in specs {
-                stmt.execute(params![
-                    s.device_id.as_str(),
-                    s.line as i64,
-                    s.display_name,
-                    s.template,
-                    s.organization.as_ref().map(|o| o.as_str()),
-                    s.simulated.map(i64::from),
-                ])?;
+                insert_device(&mut stmt, s, None)?;
                 n += 1;
             }
         }
@@ -574,31 +592,16 @@ impl Journal {
         let tx = self.conn.transaction().map_err(JournalError::from)?;
         let mut n = 0u64;
         {
-            let sql = format!(
-                "INSERT {} INTO devices(device_id, line, display_name, template, organization,
-                                        simulated, csr, csr_sha256)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                if ignore_existing { "OR IGNORE" } else { "" }
-            );
-            let mut stmt = tx.prepare(&sql).map_err(JournalError::from)?;
+            let mut stmt = tx
+                .prepare(&insert_sql(ignore_existing))
+                .map_err(JournalError::from)?;
             source
                 .for_each(|s| {
                     let request = match csr.as_mut() {
                         Some(read) => Some(read(&s).map_err(PlanError::Csr)?),
                         None => None,
                     };
-                    let (der, sha) = request.unzip();
-                    n += stmt
-                        .execute(params![
-                            s.device_id.as_str(),
-                            s.line as i64,
-                            s.display_name,
-                            s.template,
-                            s.organization.as_ref().map(|o| o.as_str()),
-                            s.simulated.map(i64::from),
-                            der,
-                            sha,
-                        ])
+                    n += insert_device(&mut stmt, &s, request.as_ref())
                         .map_err(|e| PlanError::Journal(e.into()))? as u64;
                     Ok::<(), PlanError>(())
                 })

@@ -118,9 +118,10 @@ pub enum ManifestError {
     Empty,
 }
 
-struct ProblemList<'a>(&'a [Problem]);
+/// Problems one per line, indented, for an error message.
+pub(crate) struct ProblemList<'a, T>(pub(crate) &'a [T]);
 
-impl fmt::Display for ProblemList<'_> {
+impl<T: fmt::Display> fmt::Display for ProblemList<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, p) in self.0.iter().enumerate() {
             if i > 0 {

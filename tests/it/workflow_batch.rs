@@ -240,19 +240,7 @@ fn the_report_lists_every_device_with_its_outcome_across_runs() {
         !summary.contains("m-0001"),
         "the summary stays short: {summary}"
     );
-    let outcomes = |r: &serde_json::Value| -> Vec<(String, String)> {
-        r["devices"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| {
-                (
-                    d["deviceId"].as_str().unwrap().to_owned(),
-                    d["outcome"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    };
+    let outcomes = |r: &serde_json::Value| common_workflow::per_device(r, "outcome");
     let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
         v.iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -392,21 +380,10 @@ fn kill_9_at_random_points_then_resume_registers_every_device_exactly_once() {
         // the machine, sets a floor of about two seconds on the batch (5 waves of 8 devices,
         // several requests each), so the kills below land in every phase of it on an idle
         // machine as on a loaded one.
-        emu.settings(serde_json::json!({"dpsAssigningPolls": 0, "dpsRetryAfterSeconds": 0, "faults": {"latencyMs": 120}}));
-        let mut child = emu
-            .iotc()
-            .args(provision_args("line-k"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        emu.settings(serde_json::json!({"dpsAssigningPolls": 0, "dpsRetryAfterSeconds": 0}));
         // A random point: 150 ms .. 1.8 s.
-        let delay = Duration::from_millis(rand::random_range(150..1800));
-        std::thread::sleep(delay);
-        let finished_early = child.try_wait().unwrap().is_some();
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
-        if !finished_early {
+        let (delay, running) = emu.kill_9_at_random(&provision_args("line-k"), 120, 150..1800);
+        if running {
             killed_mid_batch += 1;
         }
         // Where the kill left the devices, for the record.
@@ -422,7 +399,6 @@ fn kill_9_at_random_points_then_resume_registers_every_device_exactly_once() {
         } else {
             eprintln!("trial {trial}: killed after {delay:?}: no journal yet");
         }
-        emu.settings(serde_json::json!({"faults": {"latencyMs": 0}}));
         let mut resume = provision_args("line-k");
         resume.push("--resume".into());
         let out = emu.cmd().args(&resume).output().unwrap();

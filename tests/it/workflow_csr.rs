@@ -5,11 +5,9 @@
 //! appear in the journal (file and -wal, dumped), the bundles, the out folder or the temp dir.
 
 use crate::common_cert::{openssl, ossl_csr};
-use crate::common_workflow::{bundles, openssl_verify, Emu};
+use crate::common_workflow::{bundles, openssl_verify, per_device, Emu};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 fn make_group(emu: &Emu, group: &str) {
     emu.cmd()
@@ -126,19 +124,10 @@ fn dump_journal(path: &Path) -> String {
 
 /// What the device registers with: its certificate chain from the bundle, its own key.
 fn register_as_device(emu: &Emu, id: &str) -> iotc::dps::Registration {
-    let chain = std::fs::read(emu.path(&format!("out/{id}/{id}_fullchain.pem"))).unwrap();
-    let key = std::fs::read(emu.path(&format!("device-keys/{id}.key"))).unwrap();
-    let identity = iotc::dps::X509Identity::from_pem(&chain, &key, None).unwrap();
-    let client = iotc::dps::Client::new(
-        emu.info.id_scope.parse().unwrap(),
-        iotc::dps::Attestation::X509(identity),
-        iotc::dps::ClientOptions {
-            endpoint: emu.info.dps_endpoint.clone(),
-            ca_pem: Some(std::fs::read(&emu.info.ca_cert).unwrap()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let client = emu.dps_client(
+        &emu.path(&format!("out/{id}/{id}_fullchain.pem")),
+        &emu.path(&format!("device-keys/{id}.key")),
+    );
     emu.rt
         .block_on(client.register(&id.parse().unwrap(), None))
         .unwrap()
@@ -156,17 +145,7 @@ fn status_json(emu: &Emu) -> serde_json::Value {
 }
 
 fn statuses(v: &serde_json::Value) -> BTreeMap<String, String> {
-    v["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["deviceId"].as_str().unwrap().to_owned(),
-                d["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    per_device(v, "status").into_iter().collect()
 }
 
 #[test]
@@ -555,22 +534,10 @@ fn kill_9_during_a_csr_batch_then_resume_signs_and_creates_each_device_once() {
         make_group(&emu, "csr-k");
         let ids = device_csrs(&emu, n);
         // Every request delayed, so the batch lasts long enough to be killed inside it.
-        emu.settings(serde_json::json!({"faults": {"latencyMs": 100}}));
-        let mut child = emu
-            .iotc()
-            .args(provision("csr-k"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let delay = Duration::from_millis(rand::random_range(200..900));
-        std::thread::sleep(delay);
-        if child.try_wait().unwrap().is_none() {
+        let (delay, running) = emu.kill_9_at_random(&provision("csr-k"), 100, 200..900);
+        if running {
             mid_batch += 1;
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        emu.settings(serde_json::json!({"faults": {"latencyMs": 0}}));
         let mut resume = provision("csr-k");
         if emu.path("csr.journal").exists() {
             resume.push("--resume".into());
