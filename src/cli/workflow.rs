@@ -839,10 +839,17 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
     if args.dry_run {
         let (headline, plan) = match (&summary, &source, args.resume) {
             (Some(s), Some(src), false) => (
-                format!(
-                    "dry run: would provision {} device(s) ({} with an IoT Central device created first)",
-                    s.devices, s.with_central_fields
-                ),
+                if csr_mode {
+                    format!(
+                        "dry run: would sign {0} CSR(s) and create {0} IoT Central device(s); the devices register themselves",
+                        s.devices
+                    )
+                } else {
+                    format!(
+                        "dry run: would provision {} device(s) ({} with an IoT Central device created first)",
+                        s.devices, s.with_central_fields
+                    )
+                },
                 plan_source(src)?
                     .into_iter()
                     .map(|d| if csr_mode { d.in_csr_batch() } else { d })

@@ -163,6 +163,30 @@ fn a_csr_batch_signs_creates_and_bundles_with_no_private_key_anywhere() {
     std::fs::create_dir(&tmp).unwrap();
     let mut args = provision("csr-a");
     args.extend(["--manifest".into(), "m.csv".into()]);
+    // The dry run's plan: every CSR signed, every IoT Central device created, none
+    // registered by the station; nothing done.
+    let out = emu.cmd().args(&args).arg("--dry-run").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("would sign 12 CSR(s) and create 12 IoT Central device(s)"),
+        "{text}"
+    );
+    let out = emu
+        .cmd()
+        .args(&args)
+        .args(["--dry-run", "--output", "json"])
+        .output()
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["csr"], true, "{plan}");
+    for d in plan["devices"].as_array().unwrap() {
+        assert_eq!(
+            (&d["createDevice"], &d["register"]),
+            (&true.into(), &false.into()),
+            "{d}"
+        );
+    }
+    assert!(!emu.path("csr.journal").exists() && !emu.path("out").exists());
     // No key password and no --no-password: there is no key to protect.
     let out = emu.cmd().args(&args).env("TMPDIR", &tmp).output().unwrap();
     assert!(out.status.success(), "{out:?}");
