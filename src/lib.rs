@@ -16,5 +16,6 @@ pub mod cli;
 pub mod dps;
 pub mod emulator;
 pub mod ids;
+pub mod pkcs11;
 pub mod secret;
 pub mod workflow;

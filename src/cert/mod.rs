@@ -29,6 +29,7 @@ mod inspect;
 mod key;
 pub mod profile;
 mod purpose;
+mod signer;
 mod verify;
 mod write;
 
