@@ -202,9 +202,13 @@ pub struct ProvisionArgs {
     /// Enrollment group the devices belong to (x509 or symmetric key).
     #[arg(long)]
     pub group: EnrollmentGroupId,
-    /// CA PREFIX that signs device certificates (x509 groups).
+    /// CA PREFIX that signs device certificates (x509 groups): PREFIX_cert.pem with
+    /// PREFIX_key.pem, or PREFIX_key.uri when the key is in a PKCS#11 token.
     #[arg(long, value_name = "PREFIX")]
     pub ca: Option<PathBuf>,
+    /// The CA key in a PKCS#11 token (RFC 7512 URI), overriding PREFIX_key.pem / .uri.
+    #[arg(long, value_name = "URI", requires = "ca")]
+    pub ca_key: Option<String>,
     /// Password of the CA key.
     #[arg(long, env = "IOTC_CA_PASSWORD", hide_env_values = true)]
     pub ca_password: Option<Secret>,
@@ -463,7 +467,8 @@ async fn onboard_x509(args: OnboardX509Args, global: &GlobalArgs) -> CliResult {
     }
     let key_password = args.run.key_password()?;
     let root_key = PathBuf::from(format!("{}_key.pem", args.ca.display()));
-    if args.ca_password.is_none() && !args.run.no_password && !root_key.exists() {
+    let root_in_token = PathBuf::from(format!("{}_key.uri", args.ca.display())).exists();
+    if args.ca_password.is_none() && !args.run.no_password && !root_key.exists() && !root_in_token {
         return Err(
             "no password for the new CA key: give --ca-password (or IOTC_CA_PASSWORD), \
 or pass --no-password"
@@ -607,8 +612,11 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
     };
     let ca = match (attestation, &args.ca) {
         (Attestation::X509, Some(prefix)) => Some(
-            Authority::load(prefix, args.ca_password.as_ref().map(Secret::expose))
-                .map_err(|e| format!("cannot load the CA {}: {e}", prefix.display()))?,
+            match super::cert::key_uri_arg("--ca-key", args.ca_key.as_deref())? {
+                Some(uri) => Authority::load_with_key_uri(prefix, &uri),
+                None => Authority::load(prefix, args.ca_password.as_ref().map(Secret::expose)),
+            }
+            .map_err(|e| format!("cannot load the CA {}: {e}", prefix.display()))?,
         ),
         (Attestation::X509, None) => {
             return Err(format!(

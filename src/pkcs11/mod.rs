@@ -156,11 +156,15 @@ pub enum Pkcs11Error {
         /// The key concerned.
         key: String,
     },
-    /// The token has no room for another object.
-    #[error("token full: token {token:?} has no room for the new key (CKR_DEVICE_MEMORY); delete unused objects or use another token")]
+    /// The token could not store a new key: it is full (`CKR_DEVICE_MEMORY`), or its store
+    /// failed to take the object (`CKR_FUNCTION_FAILED`, what SoftHSM answers when its
+    /// storage is full).
+    #[error("token full: token {token:?} could not store the new key ({code}); delete unused objects, free its storage or use another token")]
     TokenFull {
         /// The token's label.
         token: String,
+        /// The PKCS#11 code the module answered.
+        code: &'static str,
     },
     /// The token is write-protected.
     #[error("token {token:?} is write-protected: it cannot store a new key")]
@@ -194,6 +198,24 @@ pub enum Pkcs11Error {
         /// The module's reason (CKR_... code).
         reason: String,
     },
+}
+
+/// A module error as its PKCS#11 name, `C_Sign: CKR_KEY_HANDLE_INVALID` (cryptoki's own
+/// text is a paragraph of the specification).
+fn reason(e: &CkError) -> String {
+    match e {
+        CkError::Pkcs11(rv, function) => {
+            let mut code = String::from("CKR");
+            for c in format!("{rv:?}").chars() {
+                if c.is_ascii_uppercase() {
+                    code.push('_');
+                }
+                code.push(c.to_ascii_uppercase());
+            }
+            format!("C_{function:?}: {code}")
+        }
+        other => other.to_string(),
+    }
 }
 
 fn rv(e: &CkError) -> Option<RvError> {
@@ -352,7 +374,7 @@ fn module(uri: &KeyUri) -> Result<(Pkcs11, PathBuf), Pkcs11Error> {
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) => {}
         Err(e) if rv(&e) == Some(RvError::CryptokiAlreadyInitialized) => {}
-        Err(e) => return Err(load_err(format!("C_Initialize: {e}"))),
+        Err(e) => return Err(load_err(reason(&e))),
     }
     tracing::debug!(module = %path.display(), "PKCS#11 module loaded");
     loaded.push((path.clone(), ctx.clone()));
@@ -420,7 +442,7 @@ impl Token {
             .map_err(|e| Pkcs11Error::Token {
                 operation: "C_GetSlotList",
                 what: what.clone(),
-                reason: e.to_string(),
+                reason: reason(&e),
             })?;
         let mut found = Vec::new();
         let mut labels = Vec::new();
@@ -487,7 +509,7 @@ impl Token {
         Pkcs11Error::Token {
             operation,
             what: format!("token {:?}", self.label),
-            reason: e.to_string(),
+            reason: reason(e),
         }
     }
 
@@ -788,6 +810,12 @@ impl TokenKey {
                 .map_err(|e| match rv(&e) {
                     Some(RvError::DeviceMemory) => Pkcs11Error::TokenFull {
                         token: token.label.clone(),
+                        code: "CKR_DEVICE_MEMORY",
+                    },
+                    // SoftHSM's answer when its object store cannot take another file.
+                    Some(RvError::FunctionFailed) => Pkcs11Error::TokenFull {
+                        token: token.label.clone(),
+                        code: "CKR_FUNCTION_FAILED",
                     },
                     Some(RvError::TokenWriteProtected) => Pkcs11Error::WriteProtected {
                         token: token.label.clone(),
@@ -800,7 +828,7 @@ impl TokenKey {
                         | RvError::TemplateInconsistent,
                     ) => Pkcs11Error::UnsupportedKeyType {
                         key: key.clone(),
-                        found: format!("{key_type}, which the token cannot make ({e})"),
+                        found: format!("{key_type}, which the token cannot make ({})", reason(&e)),
                     },
                     _ => token.failed("C_GenerateKeyPair", &e),
                 })?;
@@ -886,15 +914,15 @@ impl TokenKey {
                     let found = s
                         .get()
                         .find_objects(&key_template(&self.uri, ObjectClass::PRIVATE_KEY))
-                        .map_err(|e| failed(e.to_string()))?;
+                        .map_err(|e| failed(reason(&e)))?;
                     match found.as_slice() {
                         [h] => *lock(&self.handle) = *h,
-                        _ => return Err(failed(e.to_string())),
+                        _ => return Err(failed(reason(&e))),
                     }
                 }
                 Err(e) => {
                     s.discard();
-                    return Err(failed(e.to_string()));
+                    return Err(failed(reason(&e)));
                 }
             }
         }
@@ -930,7 +958,7 @@ fn read_key_type(
     let failed = |e: CkError| Pkcs11Error::Token {
         operation: "C_GetAttributeValue",
         what: key.to_owned(),
-        reason: e.to_string(),
+        reason: reason(&e),
     };
     let attrs = s
         .get_attributes(handle, &[AttributeType::KeyType])
@@ -1001,7 +1029,7 @@ fn read_public_key(
         TokenKeyType::EcP256 | TokenKeyType::EcP384 => {
             let attrs = s
                 .get_attributes(handle, &[AttributeType::EcPoint])
-                .map_err(|e| failed(e.to_string()))?;
+                .map_err(|e| failed(reason(&e)))?;
             let Some(Attribute::EcPoint(point)) = attrs.into_iter().next() else {
                 return Err(failed("no CKA_EC_POINT".into()));
             };
@@ -1017,7 +1045,7 @@ fn read_public_key(
                     handle,
                     &[AttributeType::Modulus, AttributeType::PublicExponent],
                 )
-                .map_err(|e| failed(e.to_string()))?;
+                .map_err(|e| failed(reason(&e)))?;
             let (mut n, mut e) = (None, None);
             for a in attrs {
                 match a {
