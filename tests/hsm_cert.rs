@@ -496,3 +496,57 @@ exec "{iotc}" cert root --name r --key-store 'pkcs11:token=full;object=r' --out 
     );
     assert!(!h.exists("out/r_cert.pem"), "nothing written");
 }
+
+#[test]
+fn the_token_bench_measures_the_token_next_to_a_file_key() {
+    let Some(h) = softhsm() else { return };
+    token_cas(&h);
+    let run = h
+        .iotc(&[
+            "--output",
+            "json",
+            "cert",
+            "bench",
+            "--hsm-ca",
+            "certs/inter",
+            "--count",
+            "20",
+            "--signatures",
+            "40",
+            "--openssl-count",
+            "0",
+        ])
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(v["keyUri"], INTER, "{v}");
+    let whats: Vec<&str> = v["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(whats.len(), 8, "{whats:?}");
+    assert!(
+        whats.iter().any(|w| w.contains("one session shared")),
+        "{whats:?}"
+    );
+    assert!(v["tokenVsFileBundles"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["sessionsOpen"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(
+        v["sessionsOpenShared"], 1,
+        "the shared measurement used one session: {v}"
+    );
+    // A CA whose key is a file is not a token CA.
+    h.iotc(&[
+        "cert",
+        "root",
+        "--name",
+        "file",
+        "--out",
+        "f",
+        "--no-password",
+    ])
+    .ok();
+    h.iotc(&["cert", "bench", "--hsm-ca", "f/file", "--count", "1"])
+        .fails_with("this CA's key is not in a token");
+}

@@ -142,7 +142,10 @@ pub enum CertCommand {
     #[command(
         after_help = "Example:\n  iotc cert bench --count 10000 --key-type ec-p256\n  \
         iotc cert bench --count 2000 --key-type rsa-2048 --openssl-count 50\n\n\
-        Build with --release for meaningful figures. Writes into a temporary folder and removes it."
+        iotc cert bench --hsm-ca certs/line-1-ca --count 5000 --signatures 5000 --openssl-count 200\n\n\
+        Build with --release for meaningful figures. Writes into a temporary folder and removes it.\n\
+        --hsm-ca measures a CA whose key is in a PKCS#11 token (its module and PIN as for every token CA);\n\
+        the openssl comparison needs libp11's engine (Debian: libengine-pkcs11-openssl)."
     )]
     Bench(BenchArgs),
 }
@@ -411,6 +414,14 @@ pub struct BenchArgs {
     /// for the next minutes, which would skew a benchmark run right after this one.
     #[arg(long)]
     pub keep: bool,
+    /// Measure this CA, whose key is in a PKCS#11 token (PREFIX_key.uri), against a file key:
+    /// device bundles, bare signatures (per-worker sessions, one shared session, one thread)
+    /// and the openssl CLI signing through the same token (--openssl-count times).
+    #[arg(long, value_name = "PREFIX")]
+    pub hsm_ca: Option<PathBuf>,
+    /// Signatures per signing measurement (with --hsm-ca).
+    #[arg(long, value_name = "N", default_value_t = 5_000)]
+    pub signatures: u64,
     /// Print the figures as JSON (the same as the global --output json).
     #[arg(long)]
     pub json: bool,

@@ -608,7 +608,13 @@ impl Pooled<'_> {
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
         if let Some(s) = self.session.take() {
-            lock(&self.token.pool).idle.push(s);
+            let mut pool = lock(&self.token.pool);
+            if pool.open > pool.max {
+                pool.open -= 1;
+                drop(s);
+            } else {
+                pool.idle.push(s);
+            }
             self.token.freed.notify_one();
         }
     }
@@ -865,7 +871,12 @@ impl TokenKey {
     /// Caps the sessions this key keeps open (1 makes every signature wait for the one
     /// session: the measurement of what the pool buys).
     pub fn set_max_sessions(&self, max: usize) {
-        lock(&self.token.pool).max = max.max(1);
+        let mut pool = lock(&self.token.pool);
+        pool.max = max.max(1);
+        // Idle sessions beyond the cap close now; busy ones close when they come back.
+        while pool.open > pool.max && pool.idle.pop().is_some() {
+            pool.open -= 1;
+        }
     }
 
     /// How many sessions are open now.

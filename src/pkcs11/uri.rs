@@ -175,12 +175,18 @@ impl KeyUri {
         format!("{key} in {token}")
     }
 
-    /// This URI with `object=` (and `id=`) replaced, e.g. to name a new key next to an
-    /// existing one.
-    pub fn with_object(&self, label: &str) -> KeyUri {
+    /// This URI with its PIN read from `path` (`pin-source=file:PATH`).
+    pub fn with_pin_source(&self, path: &Path) -> KeyUri {
         KeyUri {
-            object: Some(label.to_owned()),
-            id: None,
+            pin_source: Some(path.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    /// This URI without `module-path=` (for a consumer configured with the module otherwise).
+    pub fn without_module(&self) -> KeyUri {
+        KeyUri {
+            module_path: None,
             ..self.clone()
         }
     }
