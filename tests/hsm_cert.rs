@@ -4,6 +4,7 @@
 //! OpenSC's pkcs11-tool, and every named failure (module, token, PIN, object, key type, full
 //! token) reported without a PIN in sight.
 
+mod common_cert;
 mod common_hsm;
 use common_hsm::*;
 
@@ -79,6 +80,14 @@ fn assert_key_in_token(h: &SoftHsm, cert: &str, label: &str, coordinate_bytes: u
     );
 }
 
+/// Runs `iotc ARGS` (signing with the intermediate in the token), then `openssl verify` of
+/// `cert` up to the root through the intermediate.
+#[track_caller]
+fn signed_by_inter(h: &SoftHsm, args: &[&str], cert: &str) {
+    h.iotc(args).ok();
+    h.openssl_verify("certs/root_cert.pem", Some("certs/inter_cert.pem"), cert);
+}
+
 #[test]
 fn token_cas_sign_every_kind_of_certificate_and_openssl_verifies_them() {
     let Some(h) = softhsm() else { return };
@@ -92,20 +101,18 @@ fn token_cas_sign_every_kind_of_certificate_and_openssl_verifies_them() {
     assert_key_in_token(&h, "certs/inter_cert.pem", "line-1-ca", 48);
     h.openssl_verify("certs/root_cert.pem", None, "certs/inter_cert.pem");
 
-    h.iotc(&[
-        "cert",
-        "device",
-        "dev-01",
-        "--ca",
-        "certs/inter",
-        "--out",
-        "certs",
-        "--no-password",
-    ])
-    .ok();
-    h.openssl_verify(
-        "certs/root_cert.pem",
-        Some("certs/inter_cert.pem"),
+    signed_by_inter(
+        &h,
+        &[
+            "cert",
+            "device",
+            "dev-01",
+            "--ca",
+            "certs/inter",
+            "--out",
+            "certs",
+            "--no-password",
+        ],
         "certs/dev-01_cert.pem",
     );
 
@@ -141,52 +148,33 @@ fn token_cas_sign_every_kind_of_certificate_and_openssl_verifies_them() {
     let run = h.openssl(&args).ok();
     assert_eq!(run.stdout.matches(": OK").count(), 24, "{}", run.stdout);
 
-    h.iotc(&[
-        "cert",
-        "verification",
-        "5A1B2C3D",
-        "--ca",
-        "certs/inter",
-        "--out",
-        "certs",
-        "--no-password",
-    ])
-    .ok();
-    h.openssl_verify(
-        "certs/root_cert.pem",
-        Some("certs/inter_cert.pem"),
+    signed_by_inter(
+        &h,
+        &[
+            "cert",
+            "verification",
+            "5A1B2C3D",
+            "--ca",
+            "certs/inter",
+            "--out",
+            "certs",
+            "--no-password",
+        ],
         "certs/verification_cert.pem",
     );
 
-    h.openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "csr.key",
-        "-subj",
-        "/CN=csr-01",
-        "-out",
-        "csr.pem",
-    ])
-    .ok();
-    h.iotc(&[
-        "cert",
-        "sign-csr",
-        "csr.pem",
-        "--ca",
-        "certs/inter",
-        "--out",
-        "certs",
-    ])
-    .ok();
-    h.openssl_verify(
-        "certs/root_cert.pem",
-        Some("certs/inter_cert.pem"),
+    ossl_csr(h.path(), "csr.key", "csr-01", "csr.pem");
+    signed_by_inter(
+        &h,
+        &[
+            "cert",
+            "sign-csr",
+            "csr.pem",
+            "--ca",
+            "certs/inter",
+            "--out",
+            "certs",
+        ],
         "certs/csr-01_cert.pem",
     );
 

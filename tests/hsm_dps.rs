@@ -3,6 +3,7 @@
 //! (`iotc cert device --key-store`), never written to a file, and signs the TLS handshake
 //! from there (ECDSA P-256, and RSA-PSS under TLS 1.3).
 
+mod common_cert;
 mod common_hsm;
 mod common_workflow;
 

@@ -3,6 +3,7 @@
 //! token, the devices' certificates too, and they register with DPS. openssl verifies every
 //! chain.
 
+mod common_cert;
 mod common_hsm;
 mod common_workflow;
 
@@ -15,6 +16,21 @@ fn with_token(emu: &Emu, h: &SoftHsm) -> assert_cmd::Command {
     c.env("SOFTHSM2_CONF", h.conf())
         .env("IOTC_PKCS11_MODULE", &h.module)
         .env("IOTC_PKCS11_PIN", PIN);
+    c
+}
+
+/// `iotc provision` of `count` devices `prefix`N into `out`, signed by the token intermediate.
+fn provision(emu: &Emu, h: &SoftHsm, count: u32, prefix: &str, out: &str) -> assert_cmd::Command {
+    let mut c = with_token(emu, h);
+    c.args([
+        "provision",
+        "--count",
+        &count.to_string(),
+        "--prefix",
+        prefix,
+    ])
+    .args(["--journal", &format!("{out}.journal"), "--out", out])
+    .args(["--group", "g-hsm", "--ca", "pki/inter", "--no-password"]);
     c
 }
 
@@ -73,27 +89,7 @@ fn onboard_and_provision_sign_with_the_token() {
         "proof of possession through the token verified the CA"
     );
 
-    with_token(&emu, &h)
-        .args([
-            "provision",
-            "--count",
-            "3",
-            "--prefix",
-            "p-",
-            "--journal",
-            "p.journal",
-        ])
-        .args([
-            "--out",
-            "out2",
-            "--group",
-            "g-hsm",
-            "--ca",
-            "pki/inter",
-            "--no-password",
-        ])
-        .assert()
-        .success();
+    provision(&emu, &h, 3, "p-", "out2").assert().success();
     for (out, ids) in [
         ("out", vec!["o-1", "o-2"]),
         ("out2", vec!["p-1", "p-2", "p-3"]),
@@ -112,26 +108,8 @@ fn onboard_and_provision_sign_with_the_token() {
     }
 
     // Without the PIN nothing starts.
-    with_token(&emu, &h)
+    provision(&emu, &h, 1, "n-", "out3")
         .env_remove("IOTC_PKCS11_PIN")
-        .args([
-            "provision",
-            "--count",
-            "1",
-            "--prefix",
-            "n-",
-            "--journal",
-            "n.journal",
-        ])
-        .args([
-            "--out",
-            "out3",
-            "--group",
-            "g-hsm",
-            "--ca",
-            "pki/inter",
-            "--no-password",
-        ])
         .assert()
         .failure()
         .stderr(predicates::str::contains("needs its user PIN"));

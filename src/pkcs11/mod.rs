@@ -763,53 +763,41 @@ impl TokenKey {
             t.extend(extra);
             t
         };
-        let (mechanism, public, private) = match key_type {
+        // Both halves: token objects under the label and id. The public half only verifies;
+        // the private half is private, sensitive, never extractable, and only signs.
+        let public_base = [
+            Attribute::Verify(true),
+            Attribute::Private(false),
+            Attribute::Encrypt(false),
+            Attribute::Wrap(false),
+        ];
+        let private = common(vec![
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+        ]);
+        let (mechanism, public) = match key_type {
             TokenKeyType::EcP256 | TokenKeyType::EcP384 => {
                 let params = if key_type == TokenKeyType::EcP256 {
                     P256_PARAMS
                 } else {
                     P384_PARAMS
                 };
-                (
-                    Mechanism::EccKeyPairGen,
-                    common(vec![
-                        Attribute::EcParams(params.to_vec()),
-                        Attribute::Verify(true),
-                        Attribute::Private(false),
-                        Attribute::Encrypt(false),
-                        Attribute::Wrap(false),
-                        Attribute::Derive(false),
-                    ]),
-                    common(vec![
-                        Attribute::Private(true),
-                        Attribute::Sensitive(true),
-                        Attribute::Extractable(false),
-                        Attribute::Sign(true),
-                        Attribute::Decrypt(false),
-                        Attribute::Unwrap(false),
-                        Attribute::Derive(false),
-                    ]),
-                )
+                let mut attrs = vec![Attribute::EcParams(params.to_vec())];
+                attrs.extend(public_base);
+                (Mechanism::EccKeyPairGen, common(attrs))
             }
-            TokenKeyType::Rsa { bits } => (
-                Mechanism::RsaPkcsKeyPairGen,
-                common(vec![
+            TokenKeyType::Rsa { bits } => {
+                let mut attrs = vec![
                     Attribute::ModulusBits(u64::from(bits).into()),
                     Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
-                    Attribute::Verify(true),
-                    Attribute::Private(false),
-                    Attribute::Encrypt(false),
-                    Attribute::Wrap(false),
-                ]),
-                common(vec![
-                    Attribute::Private(true),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(false),
-                    Attribute::Sign(true),
-                    Attribute::Decrypt(false),
-                    Attribute::Unwrap(false),
-                ]),
-            ),
+                ];
+                attrs.extend(public_base);
+                (Mechanism::RsaPkcsKeyPairGen, common(attrs))
+            }
         };
         let (pub_handle, handle) =
             s.generate_key_pair(&mechanism, &public, &private)

@@ -50,17 +50,7 @@ const VALUE: &AsciiSet = &CONTROLS
     .add(b'}');
 
 /// Paths keep their `/` when printed.
-const PATH_VALUE: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b';')
-    .add(b'?')
-    .add(b'&')
-    .add(b'=')
-    .add(b'<')
-    .add(b'>');
+const PATH_VALUE: &AsciiSet = &VALUE.remove(b'/');
 
 /// A parsed PKCS#11 URI naming one private key in one token. Never holds a PIN.
 #[derive(Clone, PartialEq, Eq, Default)]

@@ -8,12 +8,17 @@
 //! the test process would give every test the first test's token folder. Driving the real
 //! binary also tests what a user runs.
 //!
+//! It builds on `common_cert` (a test file using it declares both modules).
+//!
 //! Without SoftHSM2 installed the tests fail in CI (`CI` set: `.ci/run` installs `softhsm2`
 //! and `opensc`) and are skipped with a message elsewhere.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+#[allow(unused_imports)] // each test file uses some of them
+pub use crate::common_cert::{assert_refused, ossl_csr, Run};
 
 /// The user PIN of every test token.
 pub const PIN: &str = "86421357";
@@ -26,46 +31,11 @@ const MODULES: [&str; 3] = [
     "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
 ];
 
-/// The result of a command: exit code, stdout, stderr.
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
 impl Run {
-    fn from(out: Output) -> Run {
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// Panics with both streams unless the exit code is 0.
-    #[track_caller]
-    pub fn ok(self) -> Run {
-        assert_eq!(
-            self.code, 0,
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    /// Panics unless the command failed with exit code 2 and `want` in stderr.
+    /// Panics unless the command failed with exit code 2 and a one-line error holding `want`.
     #[track_caller]
     pub fn fails_with(self, want: &str) -> Run {
-        assert_eq!(
-            self.code, 2,
-            "expected exit 2\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        assert!(
-            self.stderr.contains(want),
-            "stderr lacks {want:?}:\n{}",
-            self.stderr
-        );
+        assert_refused(&self, want);
         self
     }
 }
