@@ -513,7 +513,7 @@ fn the_token_bench_measures_the_token_next_to_a_file_key() {
         .iter()
         .map(|f| f["what"].as_str().unwrap())
         .collect();
-    assert_eq!(whats.len(), 8, "{whats:?}");
+    assert_eq!(whats.len(), 10, "{whats:?}");
     assert!(
         whats.iter().any(|w| w.contains("one session shared")),
         "{whats:?}"

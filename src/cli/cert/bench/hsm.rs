@@ -36,7 +36,7 @@ struct HsmReport {
     figures: Vec<Figure>,
     /// Token-CA / file-CA rate of device certificates in memory.
     token_vs_file_in_memory: f64,
-    /// Token-CA bundle rate / file-CA bundle rate (target >= 0.5).
+    /// Best token-CA bundle rate / best file-CA bundle rate (target >= 0.5).
     token_vs_file_bundles: f64,
     /// Token signatures per second (session per worker) / openssl CLI signatures per second
     /// (target >= 100).
@@ -167,16 +167,36 @@ pub(super) fn run(a: &super::BenchArgs, prefix: &Path, base: &Path, cores: usize
             false,
             || in_memory(&file_ca, &leaf, n, cores),
         )?,
+        // Token, file, file, token: a file system slows down as a run fills it, so each
+        // side gets one early and one late turn and the ratio takes each side's best.
         measure(
-            "device bundles, CA key in the token",
+            "device bundles, CA key in the token (1st)",
             n,
             cores,
             false,
-            || to_disk(&ca, &leaf, &plain, &base.join("token"), n, cores, true),
+            || to_disk(&ca, &leaf, &plain, &base.join("token1"), n, cores, true),
         )?,
-        measure("device bundles, CA key in a file", n, cores, false, || {
-            to_disk(&file_ca, &leaf, &plain, &base.join("file"), n, cores, true)
-        })?,
+        measure(
+            "device bundles, CA key in a file (1st)",
+            n,
+            cores,
+            false,
+            || to_disk(&file_ca, &leaf, &plain, &base.join("file1"), n, cores, true),
+        )?,
+        measure(
+            "device bundles, CA key in a file (2nd)",
+            n,
+            cores,
+            false,
+            || to_disk(&file_ca, &leaf, &plain, &base.join("file2"), n, cores, true),
+        )?,
+        measure(
+            "device bundles, CA key in the token (2nd)",
+            n,
+            cores,
+            false,
+            || to_disk(&ca, &leaf, &plain, &base.join("token2"), n, cores, true),
+        )?,
         measure(
             "token signatures, one session per worker",
             s,
@@ -232,7 +252,7 @@ pub(super) fn run(a: &super::BenchArgs, prefix: &Path, base: &Path, cores: usize
             },
         )?;
         if ran.is_some() {
-            vs_openssl = Some(figs[4].per_second / fig.per_second.max(1e-9));
+            vs_openssl = Some(figs[6].per_second / fig.per_second.max(1e-9));
             figs.push(fig);
         }
     }
@@ -241,7 +261,8 @@ pub(super) fn run(a: &super::BenchArgs, prefix: &Path, base: &Path, cores: usize
         key_uri: key.uri().to_string(),
         cores,
         token_vs_file_in_memory: figs[0].per_second / figs[1].per_second.max(1e-9),
-        token_vs_file_bundles: figs[2].per_second / figs[3].per_second.max(1e-9),
+        token_vs_file_bundles: figs[2].per_second.max(figs[5].per_second)
+            / figs[3].per_second.max(figs[4].per_second).max(1e-9),
         token_vs_openssl_signatures: vs_openssl,
         sessions_open,
         sessions_open_shared,
