@@ -538,3 +538,70 @@ fn the_token_bench_measures_the_token_next_to_a_file_key() {
     h.iotc(&["cert", "bench", "--hsm-ca", "f/file", "--count", "1"])
         .fails_with("this CA's key is not in a token");
 }
+
+/// At trace level, with the PIN from the environment and then from a pin-source file, the
+/// output of a token CA's whole life (made, signing a batch) never holds the PIN.
+#[test]
+fn trace_logs_never_show_the_pin() {
+    let Some(h) = softhsm() else { return };
+    h.init_token("line-1");
+    let trace = |c: &mut std::process::Command| {
+        c.env("RUST_LOG", "trace");
+    };
+    let mut all = String::new();
+    for args in [
+        &[
+            "cert",
+            "root",
+            "--name",
+            "root",
+            "--key-store",
+            ROOT,
+            "--out",
+            "certs",
+        ][..],
+        &[
+            "cert",
+            "device",
+            "--count",
+            "4",
+            "--prefix",
+            "t-",
+            "--ca",
+            "certs/root",
+            "--out",
+            "devs",
+            "--no-password",
+        ][..],
+    ] {
+        let run = h.iotc_with(args, trace).ok();
+        all.push_str(&run.stdout);
+        all.push_str(&run.stderr);
+    }
+    let from_file = format!("{ROOT}?pin-source=file:pin.txt");
+    let run = h
+        .iotc_with(
+            &[
+                "cert",
+                "device",
+                "t-9",
+                "--ca",
+                "certs/root",
+                "--ca-key",
+                &from_file,
+                "--out",
+                "devs",
+                "--no-password",
+            ],
+            |c| {
+                trace(c);
+                c.env_remove("IOTC_PKCS11_PIN");
+            },
+        )
+        .ok();
+    all.push_str(&run.stdout);
+    all.push_str(&run.stderr);
+    assert!(all.contains("DEBUG"), "the log is at trace level:\n{all}");
+    assert!(all.contains("PKCS#11 session opened"), "{all}");
+    assert!(!all.contains(PIN), "the PIN leaked:\n{all}");
+}
