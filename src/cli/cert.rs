@@ -666,13 +666,17 @@ fn run_root(a: RootArgs) -> CliResult {
     let key_store = key_uri_arg("--key-store", a.key_store.as_deref())?;
     let pw = password_unless_in_token(&a.output, key_store.as_ref())?;
     check_free(&a.output.out, &a.name, a.output.force)?;
-    // The folder first: a key made in a token and then not written down would be orphaned.
-    ensure_dir(&a.output.out)?;
     let opts = ca_options(a.cn, &a.name, a.path_len, &a.validity, a.output.key_type);
     let root = match &key_store {
-        Some(uri) => Authority::new_root_in_token(&opts, uri),
+        Some(uri) => {
+            // The folder first: a key made in the token and then not written down would be
+            // left there with no certificate.
+            ensure_dir(&a.output.out)?;
+            Authority::new_root_in_token(&opts, uri)
+        }
         None => Authority::new_root(&opts),
     }?;
+    ensure_dir(&a.output.out)?;
     write_ca(&a.output, &a.name, &root, pw)
 }
 
@@ -690,12 +694,15 @@ fn run_intermediate(a: IntermediateArgs) -> CliResult {
     let pw = password_unless_in_token(&a.output, key_store.as_ref())?;
     check_free(&a.output.out, &a.name, a.output.force)?;
     let ca = load_ca(&a.ca)?;
-    ensure_dir(&a.output.out)?;
     let opts = ca_options(a.cn, &a.name, a.path_len, &a.validity, a.output.key_type);
     let inter = match &key_store {
-        Some(uri) => ca.issue_intermediate_in_token(&opts, uri),
+        Some(uri) => {
+            ensure_dir(&a.output.out)?;
+            ca.issue_intermediate_in_token(&opts, uri)
+        }
         None => ca.issue_intermediate(&opts),
     }?;
+    ensure_dir(&a.output.out)?;
     write_ca(&a.output, &a.name, &inter, pw)
 }
 
