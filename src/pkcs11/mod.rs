@@ -16,7 +16,7 @@
 //! worker threads. Each key keeps a small pool: a worker takes an idle session or opens one,
 //! signs, and puts it back, so N workers end up with N sessions, opened once each, and no
 //! worker waits for another's signature. The login is the token's, shared by every session
-//! of the process, and lasts while a session is open. The PIN lives in a [`Secret`] and
+//! of the process, and lasts while a session is open. The PIN lives in a [`Secret`](crate::secret::Secret) and
 //! reaches only `C_Login`; no error, log line or `Debug` output carries it.
 
 mod error;
