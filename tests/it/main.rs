@@ -5,6 +5,7 @@ mod common_central;
 mod common_cert;
 mod common_dps;
 mod common_emulator;
+mod common_hsm;
 mod common_workflow;
 
 mod central_cli;
@@ -31,6 +32,9 @@ mod emulator_conformance;
 mod emulator_lists;
 mod emulator_ops;
 mod emulator_rbac;
+mod hsm_cert;
+mod hsm_dps;
+mod hsm_workflow;
 mod reliability_faults;
 mod security_dps;
 mod security_rbac;
