@@ -54,31 +54,39 @@ pub fn run(args: EmulatorArgs) -> CliResult {
             .dps_listen(args.dps_listen)
             .rate_limit(args.rate_limit.0);
         let emu = Emulator::start(config).await?;
+        // Listen for the signals before the ready line: a caller may stop the emulator as
+        // soon as it has read that line, and a signal that arrives before the handler is in
+        // place would kill the process without a clean shutdown.
+        let stop = shutdown_signal()?;
         println!("{}", serde_json::to_string(emu.info())?);
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        wait_for_signal().await?;
+        stop.await;
         eprintln!("iotc emulator: shutting down");
         emu.shutdown().await;
         Ok(super::EXIT_OK)
     })
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
+/// Installs the SIGINT/SIGTERM handlers now and returns the wait for the first signal.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        Ok(())
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c().await
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
