@@ -2,7 +2,8 @@
 # Every benchmark of the project in one run, on one machine, each next to its comparison:
 #   - certificates: rcgen's floor, iotc in memory and on disk, the file system floor, encrypted
 #     keys, and a shell loop of the openssl CLI doing the same work (P-256 and RSA-2048);
-#   - the emulator's IoT Central API (reads and creates at three concurrency levels);
+#   - the emulator's IoT Central API (reads and creates at three concurrency levels; device-list
+#     pages and full lists at 1,000 / 20,000 / 100,000 devices);
 #   - DPS X.509 registrations (sequential and concurrent; root- and intermediate-signed);
 #   - factory batches (`iotc provision`, sequential next to concurrent; the 20 req/s limit;
 #     peak memory at 1,000 / 10,000 / 100,000 devices).
@@ -36,7 +37,8 @@ cargo bench --no-run --quiet
     target/release/iotc cert bench --count 500 --key-type rsa-2048 --openssl-count 50 \
         --encrypted-count 100 --keep --dir "$TMPDIR"
     echo "## emulator_api"
-    EMU_BENCH_N=8000 EMU_BENCH_CONCURRENCY=1,8,32 cargo bench --quiet --bench emulator_api
+    EMU_BENCH_N=8000 EMU_BENCH_CONCURRENCY=1,8,32 EMU_BENCH_LIST_SIZES=1000,20000,100000 \
+        cargo bench --quiet --bench emulator_api
     echo "## dps_register, root-signed devices"
     DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=1,8,32,64 cargo bench --quiet --bench dps_register
     echo "## dps_register, intermediate-signed devices"
