@@ -78,6 +78,15 @@ if mode == "central":
     d["parameters"]["Version"]["enum"] = [sys.argv[4]]
     keep = re.compile(r"^/(organizations|roles|users|apiTokens|devices|deviceGroups|enrollmentGroups|deviceTemplates)(/\{[A-Za-z]+\})?(/devices|/credentials|/attestation|/certificates/\{entry\}(/generateVerificationCode|/verify)?)?$")
     d["paths"] = {p: v for p, v in d["paths"].items() if keep.match(p)}
+    # What the emulator refuses by design with 501 (docs/emulator.md): `expand`, and the
+    # preview's filter/orderby on device groups and templates. Left in, every such request
+    # would be a "server error"; they are tested as 501s by tests/it instead.
+    for path, item in d["paths"].items():
+        for o in item.values():
+            drop = {"#/parameters/Expand"}
+            if path in ("/deviceGroups", "/deviceTemplates"):
+                drop |= {"#/parameters/Filter", "#/parameters/OrderBy"}
+            o["parameters"] = [x for x in o.get("parameters", []) if x.get("$ref") not in drop]
 else:
     scope, reg, op = sys.argv[4:7]
     d["parameters"]["Azure.Core.Foundations.ApiVersionParameter"]["enum"] = ["2021-10-01"]
@@ -88,6 +97,8 @@ else:
                 if prm.get("in") == "path" and prm.get("name") in pins:
                     prm["enum"] = [pins[prm["name"]]]
                     prm.pop("pattern", None)
+    # TPM attestation is refused by design with 501 (docs/dps.md).
+    d["definitions"]["DeviceRegistration"]["properties"].pop("tpm", None)
 def strip(o):
     if isinstance(o, dict):
         o.pop("x-ms-examples", None)
@@ -144,14 +155,19 @@ run() {
   mkdir -p "$root/target/schemathesis/$name" && cp "$reports"/* "$root/target/schemathesis/$name/" 2>/dev/null || true
   # Every status the emulator answered; a 401 means the credential stopped working and the
   # rest of the run tested nothing, so it fails the run.
-  python3 - "$name" "$reports"/har-*.json <<'PY' || run_rc=1
+  python3 - "$name" "$reports"/har-*.json "${pinned_reg:-}" <<'PY' || run_rc=1
 import json, sys, collections
-name, har = sys.argv[1], sys.argv[2]
+name, har, reg = sys.argv[1], sys.argv[2], sys.argv[3]
 entries = json.load(open(har))["log"]["entries"]
 by_status = collections.Counter(e["response"]["status"] for e in entries)
 print("spec-conformance: %s: %d requests; statuses: %s" % (name, len(entries),
       ", ".join("%d x%d" % (k, v) for k, v in sorted(by_status.items()))))
-bad = [e for e in entries if e["response"]["status"] == 401 or e["response"]["status"] >= 500]
+# On DPS a registration id other than the pinned one (negative cases) is rightly a 401: the
+# SAS token names one registration. A 401 on the pinned one is a lost credential.
+def lost(e):
+    return e["response"]["status"] == 401 and (not reg or ("/registrations/%s/" % reg) in e["request"]["url"]
+                                               or ("/registrations/%s?" % reg) in e["request"]["url"])
+bad = [e for e in entries if lost(e) or e["response"]["status"] >= 500]
 for e in bad[:5]:
     print("  %s %s -> %d" % (e["request"]["method"], e["request"]["url"], e["response"]["status"]))
 sys.exit(1 if bad or not entries else 0)
@@ -195,6 +211,7 @@ PY
 )
 sas=${sas//$'\x01'/ }
 prepare dps "$specs/dps-device-2021-10-01.json" "$work/dps.json" "$scope" "$reg" "$op"
+pinned_reg=$reg
 run dps-2021-10-01 "$work/dps.json" "$dps_url" "$sas" "$dps_time"
 
 if ! kill -0 "$emu_pid" 2>/dev/null; then
