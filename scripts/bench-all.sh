@@ -5,7 +5,8 @@
 #   - a CA key in a PKCS#11 token (SoftHSM2): bundles next to a file key, bare signatures (a
 #     session per worker, one shared session, one thread), openssl signing through the same
 #     token with libp11's engine;
-#   - the emulator's IoT Central API (reads and creates at three concurrency levels);
+#   - the emulator's IoT Central API (reads and creates at three concurrency levels; device-list
+#     pages and full lists at 1,000 / 20,000 / 100,000 devices);
 #   - DPS X.509 registrations (sequential and concurrent; root- and intermediate-signed);
 #   - factory batches (`iotc provision`, sequential next to concurrent; the 20 req/s limit;
 #     peak memory at 1,000 / 10,000 / 100,000 devices).
@@ -60,7 +61,8 @@ target/release/iotc cert root --name hsm-root --key-store 'pkcs11:token=bench;ob
     target/release/iotc cert bench --hsm-ca "$hsm/hsm-root" --count 10000 --signatures 10000 \
         --openssl-count 200 --keep --dir "$TMPDIR"
     echo "## emulator_api"
-    EMU_BENCH_N=8000 EMU_BENCH_CONCURRENCY=1,8,32 cargo bench --quiet --bench emulator_api
+    EMU_BENCH_N=8000 EMU_BENCH_CONCURRENCY=1,8,32 EMU_BENCH_LIST_SIZES=1000,20000,100000 \
+        cargo bench --quiet --bench emulator_api
     echo "## dps_register, root-signed devices"
     DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=1,8,32,64 cargo bench --quiet --bench dps_register
     echo "## dps_register, intermediate-signed devices"

@@ -74,6 +74,9 @@ pub struct EmulatorConfig {
     pub rate_limit: Option<u32>,
     /// Initial behaviour settings (faults, DPS polls); `rate_limit` above overrides its field.
     pub settings: settings::Settings,
+    /// Names the server certificate of every listener holds besides `localhost` and
+    /// `127.0.0.1` (`--tls-name`: the bench host's LAN name and address).
+    pub tls_names: Vec<tls::TlsName>,
 }
 
 impl EmulatorConfig {
@@ -102,6 +105,12 @@ impl EmulatorConfig {
         self.dps_listen = addr;
         self
     }
+
+    /// Adds names to the server certificate.
+    pub fn tls_names(mut self, names: impl IntoIterator<Item = tls::TlsName>) -> Self {
+        self.tls_names.extend(names);
+        self
+    }
 }
 
 impl Default for EmulatorConfig {
@@ -112,6 +121,7 @@ impl Default for EmulatorConfig {
             dps_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             rate_limit: Some(20),
             settings: settings::Settings::default(),
+            tls_names: Vec::new(),
         }
     }
 }
@@ -173,7 +183,7 @@ impl Emulator {
         builder
             .create(dir)
             .map_err(|e| EmulatorError::Io(format!("create {}", dir.display()), e))?;
-        let pki = tls::load_or_create(dir)?;
+        let pki = tls::load_or_create(dir, &config.tls_names)?;
         let store = Arc::new(store::Store::open(&dir.join(store::DB_FILE))?);
         let facts = app::init(&store).map_err(|e| EmulatorError::Store(e.message))?;
         let admin_token =

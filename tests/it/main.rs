@@ -29,6 +29,7 @@ mod dps_sas;
 mod dps_x509;
 mod emulator_api;
 mod emulator_conformance;
+mod emulator_fleet;
 mod emulator_lists;
 mod emulator_ops;
 mod emulator_rbac;
