@@ -262,6 +262,10 @@ impl ClientCertVerifier for AnyClientCert {
 #[derive(Debug, Clone, Copy)]
 pub struct DropConnection;
 
+/// The largest request body read (well above what any handler accepts, so the handlers'
+/// own limits answer first, in the service's error shape); a larger one ends the connection.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
 /// Serves `app` over TLS on `listener` until `shutdown` turns true, then stops accepting and
 /// lets open connections finish their current request.
 pub async fn serve(
@@ -314,7 +318,16 @@ pub async fn serve(
                 let app = app.clone();
                 async move {
                     use tower::ServiceExt;
-                    let req = req.map(axum::body::Body::new);
+                    // The whole body is read before the app answers. A handler that refuses a
+                    // request early (a bad api-version, a failed check) would otherwise leave
+                    // it unread, and hyper then closes the keep-alive connection after the
+                    // answer, racing the client's next request on it (seen as "connection
+                    // closed without response" by schemathesis and python-requests).
+                    let (parts, body) = req.into_parts();
+                    let body = axum::body::to_bytes(axum::body::Body::new(body), MAX_BODY)
+                        .await
+                        .map_err(|e| std::io::Error::other(format!("request body: {e}")))?;
+                    let req = http::Request::from_parts(parts, axum::body::Body::from(body));
                     let resp = match app.oneshot(req).await {
                         Ok(r) => r,
                         Err(e) => match e {},
