@@ -224,6 +224,7 @@ fn matrix() -> Vec<(&'static str, &'static str, Option<Value>, &'static str)> {
         // the emulator's own settings endpoint
         ("GET", "/emulator/settings", None, "Ynnnnn"),
         ("PUT", "/emulator/settings", Some(json!({})), "Ynnnnn"),
+        ("GET", "/emulator/stats", None, "Ynnnnn"),
     ]
 }
 
@@ -485,7 +486,9 @@ async fn missing_forged_expired_and_revoked_tokens_get_401_everywhere() {
             let (s, v) = send(&e, tok, "GET", p, None).await;
             assert_eq!(s, 401, "{tok:?} GET {p}: {v}");
         }
-        let (s, _) = send(&e, tok, "GET", "/emulator/settings", None).await;
-        assert_eq!(s, 401, "{tok:?} settings");
+        for p in ["/emulator/settings", "/emulator/stats"] {
+            let (s, _) = send(&e, tok, "GET", p, None).await;
+            assert_eq!(s, 401, "{tok:?} GET {p}");
+        }
     }
 }

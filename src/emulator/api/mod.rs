@@ -130,6 +130,7 @@ pub fn router(state: AppState) -> Router {
             post(enrollment::verify),
         )
         .route("/emulator/settings", get(get_settings).put(put_settings))
+        .route("/emulator/stats", get(super::stats::get_stats))
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -223,7 +224,9 @@ async fn admit(st: &AppState, req: &mut Request, api: bool) -> Result<(), Admiss
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        match st.settings.draw_fault() {
+        let fault = st.settings.draw_fault();
+        super::stats::fault(&st.store, "api", fault);
+        match fault {
             Fault::None => {}
             Fault::Drop => return Err(Admission::Drop),
             Fault::ServerError => {
@@ -242,6 +245,7 @@ async fn admit(st: &AppState, req: &mut Request, api: bool) -> Result<(), Admiss
             }
         }
         if let Err(wait) = st.settings.take_token() {
+            super::stats::record(&st.store, super::stats::counter::RATE_LIMITED, "api");
             return Err(ApiError::throttled(
                 wait,
                 "the application's request rate limit was exceeded; retry after the Retry-After delay",
@@ -374,7 +378,8 @@ async fn put_settings(
     Ok(Json(s))
 }
 
-fn require_admin(p: &Principal) -> ApiResult<()> {
+/// Refuses a caller without an application-wide Administrator role (the `/emulator/` calls).
+pub(crate) fn require_admin(p: &Principal) -> ApiResult<()> {
     if p.grants
         .iter()
         .any(|g| g.role == crate::central::models::roles::ADMINISTRATOR && g.reach.is_none())
@@ -382,7 +387,7 @@ fn require_admin(p: &Principal) -> ApiResult<()> {
         Ok(())
     } else {
         Err(ApiError::forbidden(
-            "emulator settings need an application-wide Administrator token",
+            "the emulator's own calls (/emulator/...) need an application-wide Administrator token",
         ))
     }
 }
