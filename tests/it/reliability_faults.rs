@@ -9,6 +9,9 @@
 //! `--resume` finishes it. (kill -9 of the client is in the workflow helper's
 //! `tests/it/workflow_batch.rs`.)
 
+use iotc::emulator::stats::{counter, Stats};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -203,13 +206,45 @@ impl Env {
         })
     }
 
+    /// What the emulator counted (`GET /emulator/stats`): DPS registrations per device,
+    /// injected faults. Counters are durable, so they survive a restart of the emulator.
+    fn stats(&self) -> Stats {
+        let (s, v) = self.call("GET", "/emulator/stats", None);
+        assert_eq!(s, 200, "{v}");
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Faults of `kind` (`503`, `429` or `drop`) injected on IoT Central and DPS since
+    /// `before`: shows the batch itself ran under the fault, not only the probe.
+    fn injected_since(&self, before: &Stats, kind: &str) -> u64 {
+        let now = self.stats();
+        ["api", "dps"]
+            .iter()
+            .map(|listener| {
+                let key = format!("{listener}.{kind}");
+                now.get(counter::FAULTS, &key) - before.get(counter::FAULTS, &key)
+            })
+            .sum()
+    }
+
     fn out(&self) -> PathBuf {
         self.dir.path().join("bundles")
     }
 
     fn provision(&self, n: u64, resume: bool, out: &Path) -> std::process::Output {
         let mut c = Command::new(env!("CARGO_BIN_EXE_iotc"));
-        c.args([
+        c.args(self.provision_args(out))
+            .args(run_args(n, resume))
+            .env_remove("IOTC_PROFILE")
+            .env("HOME", self.dir.path());
+        c.output().unwrap()
+    }
+
+    /// The arguments of `iotc provision` for this environment and bundle folder (followed by
+    /// [`run_args`]).
+    fn provision_args(&self, out: &Path) -> Vec<OsString> {
+        let path = |p: &Path| p.as_os_str().to_owned();
+        let mut args: Vec<OsString> = [
             "provision",
             "--group",
             "line",
@@ -218,35 +253,27 @@ impl Env {
             "4",
             "--attempts",
             "3",
-        ])
-        .arg("--journal")
-        .arg(self.dir.path().join("batch.journal"))
-        .arg("--out")
-        .arg(out)
-        .arg("--report")
-        .arg(self.dir.path().join("report.json"))
-        .args([
-            "--app",
-            &self.emu.api,
-            "--token-file",
-            &self.token_file(),
-            "--ca-file",
-            &self.emu.ca,
-        ])
-        .args([
-            "--id-scope",
-            &self.emu.scope,
-            "--dps-endpoint",
-            &self.emu.dps,
-        ])
-        .env_remove("IOTC_PROFILE")
-        .env("HOME", self.dir.path());
-        if resume {
-            c.arg("--resume");
-        } else {
-            c.args(["--count", &n.to_string(), "--prefix", "rel-"]);
+        ]
+        .map(OsString::from)
+        .into();
+        args.extend([
+            "--journal".into(),
+            path(&self.dir.path().join("batch.journal")),
+            "--out".into(),
+            path(out),
+            "--report".into(),
+            path(&self.dir.path().join("report.json")),
+        ]);
+        for (flag, value) in [
+            ("--app", self.emu.api.clone()),
+            ("--token-file", self.token_file()),
+            ("--ca-file", self.emu.ca.clone()),
+            ("--id-scope", self.emu.scope.clone()),
+            ("--dps-endpoint", self.emu.dps.clone()),
+        ] {
+            args.extend([flag.into(), value.into()]);
         }
-        c.output().unwrap()
+        args
     }
 
     fn restart(&mut self, down_for: Duration) {
@@ -335,6 +362,14 @@ impl Env {
         assert_eq!(report["succeeded"], n, "{report}");
         assert_eq!(report["failed"], 0, "{report}");
         assert_eq!(report["pending"], 0, "{report}");
+        // IoT Central ids are unique keys, so the list above cannot show a device made twice;
+        // DPS's own count can: every device registered exactly once, and no other.
+        let once: BTreeMap<String, u64> = want.iter().map(|id| (id.clone(), 1)).collect();
+        assert_eq!(
+            self.stats().of(counter::DPS_REGISTRATIONS),
+            once,
+            "DPS registered every device of the batch exactly once"
+        );
     }
 }
 
@@ -342,6 +377,17 @@ impl Drop for Env {
     fn drop(&mut self) {
         let _ = self.emu.child.kill();
         let _ = self.emu.child.wait();
+    }
+}
+
+/// What follows [`Env::provision_args`]: a first run of `n` devices, or `--resume`.
+fn run_args(n: u64, resume: bool) -> Vec<String> {
+    if resume {
+        vec!["--resume".into()]
+    } else {
+        ["--count", &n.to_string(), "--prefix", "rel-"]
+            .map(str::to_owned)
+            .into()
     }
 }
 
@@ -377,7 +423,11 @@ fn a_third_of_requests_answered_503_the_batch_finishes_with_every_device_once() 
     let env = Env::start();
     env.faults(serde_json::json!({"seed": 7, "errorRate": 0.3}));
     assert!(env.probe(30).0 > 0, "no 503 injected");
+    let before = env.stats();
     run_to_completion(&env, 20, 3);
+    let during = env.injected_since(&before, "503");
+    eprintln!("outcome: {during} fault(s) (503) injected during the batch");
+    assert!(during > 0, "the batch itself ran under 503s");
     env.faults(serde_json::json!({"errorRate": 0.0}));
     env.assert_complete(20, &env.out());
 }
@@ -387,7 +437,11 @@ fn throttling_storms_with_retry_after_the_batch_finishes_with_every_device_once(
     let env = Env::start();
     env.faults(serde_json::json!({"seed": 11, "throttleRate": 0.1, "throttleBurst": 8}));
     assert!(env.probe(30).1 > 0, "no 429 with Retry-After injected");
+    let before = env.stats();
     run_to_completion(&env, 20, 3);
+    let during = env.injected_since(&before, "429");
+    eprintln!("outcome: {during} fault(s) (429) injected during the batch");
+    assert!(during > 0, "the batch itself ran under 429 storms");
     env.faults(serde_json::json!({"throttleRate": 0.0}));
     env.assert_complete(20, &env.out());
 }
@@ -397,7 +451,11 @@ fn dropped_connections_the_batch_finishes_with_every_device_once() {
     let env = Env::start();
     env.faults(serde_json::json!({"seed": 13, "dropRate": 0.2}));
     assert!(env.probe(30).2 > 0, "no connection dropped");
+    let before = env.stats();
     run_to_completion(&env, 20, 3);
+    let during = env.injected_since(&before, "drop");
+    eprintln!("outcome: {during} fault(s) (drop) injected during the batch");
+    assert!(during > 0, "the batch itself ran under dropped connections");
     env.faults(serde_json::json!({"dropRate": 0.0}));
     env.assert_complete(20, &env.out());
 }
@@ -426,39 +484,12 @@ fn emulator_killed_and_restarted_mid_batch_then_resume_finishes_every_device_onc
     env.faults(serde_json::json!({"latencyMs": 150}));
     let out = env.out();
     let mut c = Command::new(env!("CARGO_BIN_EXE_iotc"));
-    c.args([
-        "provision",
-        "--group",
-        "line",
-        "--no-progress",
-        "--concurrency",
-        "4",
-        "--attempts",
-        "3",
-        "--count",
-        "40",
-        "--prefix",
-        "rel-",
-    ])
-    .arg("--journal")
-    .arg(env.dir.path().join("batch.journal"))
-    .arg("--out")
-    .arg(&out)
-    .arg("--report")
-    .arg(env.dir.path().join("report.json"))
-    .args([
-        "--app",
-        &env.emu.api,
-        "--token-file",
-        &env.token_file(),
-        "--ca-file",
-        &env.emu.ca,
-    ])
-    .args(["--id-scope", &env.emu.scope, "--dps-endpoint", &env.emu.dps])
-    .env_remove("IOTC_PROFILE")
-    .env("HOME", env.dir.path())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    c.args(env.provision_args(&out))
+        .args(run_args(40, false))
+        .env_remove("IOTC_PROFILE")
+        .env("HOME", env.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let client = c.spawn().unwrap();
     // Wait until some devices exist, then kill -9 the emulator and bring it back 2 s later.
     let t0 = Instant::now();

@@ -6,6 +6,7 @@
 use crate::common_workflow;
 
 use common_workflow::{bundles, openssl_verify, Emu};
+use iotc::emulator::stats::counter;
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
@@ -64,7 +65,8 @@ fn report(emu: &Emu) -> serde_json::Value {
 }
 
 /// Every manifest device is in IoT Central once, provisioned, with the manifest's display
-/// name, and has a whole bundle whose certificate chains to the root.
+/// name, was registered by DPS exactly once (DPS's own count), and has a whole bundle whose
+/// certificate chains to the root.
 fn assert_batch_complete(emu: &Emu, n: usize) {
     let devices = emu.devices();
     let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
@@ -88,6 +90,12 @@ fn assert_batch_complete(emu: &Emu, n: usize) {
         assert!(b.contains_key(&id), "bundle of {id}");
         emu.assert_registered_once(&emu.path("out"), &id);
     }
+    let once: BTreeMap<String, u64> = (1..=n).map(|i| (format!("m-{i:04}"), 1)).collect();
+    assert_eq!(
+        emu.stats().of(counter::DPS_REGISTRATIONS),
+        once,
+        "DPS registered every device exactly once, and no other"
+    );
     let (ok, out) = openssl_verify(
         &emu.path("pki/root_cert.pem"),
         Some(&emu.path("out/m-0001/m-0001_fullchain.pem")),
@@ -96,9 +104,9 @@ fn assert_batch_complete(emu: &Emu, n: usize) {
     assert!(ok, "{out}");
 }
 
-/// Exactly-once registration, from the journal's side: no device went through more than one
-/// registration that DPS accepted (register_calls counts attempts started, and a resumed
-/// device is looked up first).
+/// The journal's side of a finished batch: every device done, none failed, each with its
+/// assigned hub and its key erased once bundled. (Exactly-once registration is DPS's count, in
+/// [`assert_batch_complete`].)
 fn assert_journal_done(emu: &Emu, n: usize) {
     let j = iotc::workflow::journal::Journal::open(&emu.path("line.journal")).unwrap();
     let c = j.counts().unwrap();
