@@ -8,6 +8,7 @@ use common_dps::*;
 use iotc::dps::{derive_device_key, sas};
 use iotc::emulator::stats::counter;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -188,7 +189,7 @@ async fn api_versions_polls_and_status_lookup() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_honours_retry_after_through_injected_faults() {
+async fn client_gets_through_injected_503s_429s_and_dropped_connections() {
     let env = start().await;
     let token = sas_setup(&env, "fault-1").await;
     let base = format!(
@@ -375,6 +376,54 @@ async fn the_handshake_must_prove_the_leaf_key() {
             .unwrap()
             .get(counter::DPS_REGISTRATIONS, "stolen-1"),
         1
+    );
+    env.emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_waits_each_retry_after_and_no_longer_than_the_cap() {
+    let env = start().await;
+    let gk = env.sas_group("wait").await;
+    // The 202 and each of the 2 assigning polls carry Retry-After: 3 waits before `assigned`.
+    let waits = 3;
+    let timed = |id: &'static str, retry_after: u32, cap: Duration| {
+        let mut s = env.emu.settings().get();
+        s.dps_assigning_polls = waits - 1;
+        s.dps_retry_after_seconds = retry_after;
+        env.emu.settings().set(s).unwrap();
+        let mut opts = env.options();
+        opts.max_retry_after = cap;
+        // A client that ignored Retry-After would poll this fast and be caught.
+        opts.default_poll_interval = Duration::from_millis(10);
+        let key = derive_device_key(gk.expose(), id).unwrap();
+        let client = iotc::dps::Client::new(
+            env.id_scope(),
+            iotc::dps::Attestation::SymmetricKey(key),
+            opts,
+        )
+        .unwrap();
+        async move {
+            let t = Instant::now();
+            let r = client.register(&rid(id), None).await.unwrap();
+            assert_eq!(r.device_id.as_deref(), Some(id));
+            t.elapsed()
+        }
+    };
+    // Retry-After 1 s under a 30 s cap: at least 3 × 1 s.
+    let took = timed("wait-1", 1, Duration::from_secs(30)).await;
+    eprintln!("Retry-After 1 s, 3 waits: {took:?}");
+    assert!(
+        took >= Duration::from_secs(waits.into()),
+        "Retry-After was not waited: {took:?}"
+    );
+    assert!(took < Duration::from_secs(6), "waited too long: {took:?}");
+    // Retry-After 3 s under a 250 ms cap: the cap, 3 × 250 ms, not 3 × 3 s.
+    let took = timed("wait-2", 3, Duration::from_millis(250)).await;
+    eprintln!("Retry-After 3 s capped at 250 ms, 3 waits: {took:?}");
+    assert!(took >= Duration::from_millis(750), "{took:?}");
+    assert!(
+        took < Duration::from_secs(9),
+        "the cap was not applied: {took:?}"
     );
     env.emu.shutdown().await;
 }
