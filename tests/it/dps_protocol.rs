@@ -452,7 +452,19 @@ async fn cli_registers_with_an_encrypted_key_and_a_derived_group_key() {
         },
     )
     .unwrap();
-    let _ = written;
+    // The CLI below is given the files write_bundle says it wrote.
+    assert_eq!(
+        written.fullchain.as_deref(),
+        Some(dir.join("cli-dev-1_fullchain.pem").as_path())
+    );
+    assert_eq!(
+        written.key.as_deref(),
+        Some(dir.join("cli-dev-1_key.pem").as_path())
+    );
+    assert_eq!(
+        written.pfx.as_deref(),
+        Some(dir.join("cli-dev-1.pfx").as_path())
+    );
     let info = env.emu.info().clone();
     let bin = env!("CARGO_BIN_EXE_iotc");
     let out = tokio::task::spawn_blocking({
