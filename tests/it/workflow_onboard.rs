@@ -12,6 +12,21 @@ fn stdout(a: &assert_cmd::assert::Assert) -> String {
     String::from_utf8_lossy(&a.get_output().stdout).into_owned()
 }
 
+/// `iotc onboard x509 --group GROUP --ca CA --no-password`, to be completed and run.
+fn onboard_x509(emu: &Emu, group: &str, ca: &str) -> assert_cmd::Command {
+    let mut c = emu.cmd();
+    c.args([
+        "onboard",
+        "x509",
+        "--group",
+        group,
+        "--ca",
+        ca,
+        "--no-password",
+    ]);
+    c
+}
+
 /// The primary CA certificate of `group`, as IoT Central holds it.
 fn primary_ca(emu: &Emu, group: &str) -> iotc::central::models::SigningX509Certificate {
     let c = emu.client();
@@ -38,17 +53,7 @@ fn assert_pop_calls(emu: &Emu, group: &str, n: u64) {
 #[test]
 fn x509_via_root_registers_devices_with_verified_ca() {
     let emu = Emu::start(None);
-    let a = emu
-        .cmd()
-        .args([
-            "onboard",
-            "x509",
-            "--group",
-            "g-root",
-            "--ca",
-            "pki/root",
-            "--no-password",
-        ])
+    let a = onboard_x509(&emu, "g-root", "pki/root")
         .args(["--count", "3", "--prefix", "r-", "--out", "out"])
         .assert()
         .success();
@@ -98,16 +103,7 @@ fn x509_via_root_registers_devices_with_verified_ca() {
 #[test]
 fn x509_via_intermediate_proves_possession_of_the_intermediate() {
     let emu = Emu::start(None);
-    emu.cmd()
-        .args([
-            "onboard",
-            "x509",
-            "--group",
-            "g-int",
-            "--ca",
-            "pki/root",
-            "--no-password",
-        ])
+    onboard_x509(&emu, "g-int", "pki/root")
         .args([
             "--intermediate",
             "pki/inter",
@@ -187,16 +183,7 @@ fn symmetric_key_devices_get_keys_derived_from_the_group_key() {
 fn an_onboarding_rerun_changes_nothing() {
     let emu = Emu::start(None);
     let run = |count: &str| {
-        emu.cmd()
-            .args([
-                "onboard",
-                "x509",
-                "--group",
-                "g-re",
-                "--ca",
-                "pki/root",
-                "--no-password",
-            ])
+        onboard_x509(&emu, "g-re", "pki/root")
             .args([
                 "--intermediate",
                 "pki/inter",
@@ -251,17 +238,8 @@ fn an_onboarding_rerun_changes_nothing() {
 #[test]
 fn a_self_attested_upload_makes_no_proof_of_possession() {
     let emu = Emu::start(None);
-    emu.cmd()
-        .args([
-            "onboard",
-            "x509",
-            "--group",
-            "g-self",
-            "--ca",
-            "pki/root",
-            "--no-password",
-            "--verified-upload",
-        ])
+    onboard_x509(&emu, "g-self", "pki/root")
+        .arg("--verified-upload")
         .assert()
         .success();
     assert_pop_calls(&emu, "g-self", 0);
@@ -272,28 +250,8 @@ fn a_self_attested_upload_makes_no_proof_of_possession() {
 #[test]
 fn a_group_with_another_ca_is_not_overwritten() {
     let emu = Emu::start(None);
-    emu.cmd()
-        .args([
-            "onboard",
-            "x509",
-            "--group",
-            "g-x",
-            "--ca",
-            "pki/a",
-            "--no-password",
-        ])
-        .assert()
-        .success();
-    emu.cmd()
-        .args([
-            "onboard",
-            "x509",
-            "--group",
-            "g-x",
-            "--ca",
-            "pki/b",
-            "--no-password",
-        ])
+    onboard_x509(&emu, "g-x", "pki/a").assert().success();
+    onboard_x509(&emu, "g-x", "pki/b")
         .assert()
         .code(2)
         .stderr(predicates::str::contains("already has another primary CA"));
