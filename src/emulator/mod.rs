@@ -14,7 +14,8 @@
 //! Layout: [`tls`] (CA, acceptor, accept loop), [`store`] + [`records`] (durable state),
 //! [`auth`] (tokens, roles, organization reach), [`query`] (list filters and device-group
 //! queries), [`settings`] (rate limit, faults), [`api`] (the IoT Central routes), [`app`]
-//! (application facts and what DPS reads), [`dps`] (the DPS listener).
+//! (application facts and what DPS reads), [`dps`] (the DPS listener), [`stats`] (counters of
+//! what it did, for tests).
 
 pub mod api;
 pub mod app;
@@ -25,6 +26,7 @@ pub mod error;
 pub mod query;
 pub mod records;
 pub mod settings;
+pub mod stats;
 pub mod store;
 pub mod tls;
 
@@ -281,6 +283,11 @@ impl Emulator {
     /// The store (for in-process tests and tools).
     pub fn store(&self) -> &Arc<store::Store> {
         &self.state.store
+    }
+
+    /// Every counter of what the emulator did (the same snapshot `GET /emulator/stats` gives).
+    pub fn stats(&self) -> Result<stats::Stats, EmulatorError> {
+        stats::snapshot(&self.state.store).map_err(|e| EmulatorError::Store(e.message))
     }
 
     /// Stops accepting, lets open requests finish (up to 5 s), and returns.

@@ -120,6 +120,7 @@ impl Store {
              );",
         ))
         .map_err(db)?;
+        conn.execute_batch(super::stats::SCHEMA).map_err(db)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })

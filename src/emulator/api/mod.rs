@@ -178,6 +178,7 @@ pub fn router(state: AppState) -> Router {
             post(enrollment::verify),
         )
         .route("/emulator/settings", get(get_settings).put(put_settings))
+        .route("/emulator/stats", get(super::stats::get_stats))
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -271,7 +272,9 @@ async fn admit(st: &AppState, req: &mut Request, api: bool) -> Result<(), Admiss
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        match st.settings.draw_fault() {
+        let fault = st.settings.draw_fault();
+        super::stats::fault(&st.store, "api", fault);
+        match fault {
             Fault::None => {}
             Fault::Drop => return Err(Admission::Drop),
             Fault::ServerError => {
@@ -290,6 +293,7 @@ async fn admit(st: &AppState, req: &mut Request, api: bool) -> Result<(), Admiss
             }
         }
         if let Err(wait) = st.settings.take_token() {
+            super::stats::record(&st.store, super::stats::counter::RATE_LIMITED, "api");
             return Err(ApiError::throttled(
                 wait,
                 "the application's request rate limit was exceeded; retry after the Retry-After delay",
@@ -426,7 +430,8 @@ async fn put_settings(
     Ok(Json(s))
 }
 
-fn require_admin(p: &Principal) -> ApiResult<()> {
+/// Refuses a caller without an application-wide Administrator role (the `/emulator/` calls).
+pub(crate) fn require_admin(p: &Principal) -> ApiResult<()> {
     if p.grants
         .iter()
         .any(|g| g.role == crate::central::models::roles::ADMINISTRATOR && g.reach.is_none())
@@ -434,7 +439,7 @@ fn require_admin(p: &Principal) -> ApiResult<()> {
         Ok(())
     } else {
         Err(ApiError::forbidden(
-            "emulator settings need an application-wide Administrator token",
+            "the emulator's own calls (/emulator/...) need an application-wide Administrator token",
         ))
     }
 }
