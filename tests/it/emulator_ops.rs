@@ -463,7 +463,9 @@ async fn a_refused_request_with_a_body_keeps_the_connection_usable() {
     tls.flush().await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // The server may already have closed the connection: what matters is the answers.
-    let _ = tls.write_all((rest.to_owned() + &request(GA)).as_bytes()).await;
+    let _ = tls
+        .write_all((rest.to_owned() + &request(GA)).as_bytes())
+        .await;
     let _ = tls.flush().await;
     let mut answers = String::new();
     let mut buf = [0u8; 4096];
