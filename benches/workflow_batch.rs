@@ -15,7 +15,9 @@
 //! - `WF_BENCH_SEQ_N` devices for a sequential (concurrency 1) line (default: N / 10).
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) it runs a small smoke pass with
-//! tiny defaults, so CI proves the benchmark works without spending minutes on it.
+//! tiny defaults, so CI proves the benchmark works without spending minutes on it. Every run,
+//! smoke or full, fails unless `iotc provision` exits 0, its report says every device
+//! succeeded, and DPS's own count shows every device registered exactly once.
 //!
 //! Peak memory is the child's maximum resident set size from `/usr/bin/time -v`. The
 //! emulator answers registrations at once (`dpsAssigningPolls` 0) in the throughput and
@@ -23,11 +25,8 @@
 
 mod common;
 
-use common::{bench_dir, env_or, full_run};
-use iotc::central::{Client, ClientOptions, Credential};
-use iotc::emulator::{Emulator, EmulatorConfig, ReadyInfo};
-use iotc::workflow::onboard::{self, CaSpec};
-use std::path::Path;
+use common::{bench_dir, env_or, full_run, setup_group};
+use iotc::emulator::{Emulator, EmulatorConfig};
 use std::time::Instant;
 
 struct Run {
@@ -195,6 +194,24 @@ fn batch(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_else(|| panic!("no report; iotc said:\n{stderr}"));
+    // A figure of a batch that did not finish measures failures: the run fails instead.
+    assert!(
+        out.status.success(),
+        "iotc provision exited {:?}:\n{stderr}",
+        out.status.code()
+    );
+    assert_eq!(report["succeeded"], n, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    // DPS's own count: every device registered exactly once.
+    let registered = emu
+        .stats()
+        .expect("stats")
+        .of(iotc::emulator::stats::counter::DPS_REGISTRATIONS);
+    assert_eq!(registered.len() as u64, n, "every device registered");
+    assert!(
+        registered.values().all(|&c| c == 1),
+        "a device was registered more than once"
+    );
     rt.block_on(emu.shutdown());
     Run {
         seconds,
@@ -215,33 +232,4 @@ fn own_cpu_seconds() -> f64 {
         .collect();
     // utime and stime are fields 14 and 15 (1-based; field 3 is the first after the name).
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
-}
-
-fn setup_group(rt: &tokio::runtime::Runtime, info: &ReadyInfo, dir: &Path) {
-    let pem = std::fs::read(&info.ca_cert).expect("ca");
-    let client = Client::new(
-        &info.api_url,
-        Credential::api_token(info.admin_token.expose()),
-        Some(ClientOptions::default().with_ca_pem(pem)),
-    )
-    .expect("client");
-    let mut steps = Vec::new();
-    let cas = onboard::ensure_ca(
-        &CaSpec {
-            root: dir.join("pki/root"),
-            intermediate: Some(dir.join("pki/line")),
-            password: None,
-            name: "bench".into(),
-        },
-        &mut steps,
-    )
-    .expect("CA");
-    rt.block_on(onboard::ensure_x509_group(
-        &client,
-        "bench",
-        cas.signing(),
-        false,
-        &mut steps,
-    ))
-    .expect("group");
 }

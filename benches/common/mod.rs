@@ -1,5 +1,7 @@
 //! What every benchmark of `benches/` shares: sizes from the environment, the smoke/full
-//! switch, and temporary folders that a benchmark suite can keep until its end.
+//! switch, temporary folders that a benchmark suite can keep until its end, and the x509
+//! group the batch benchmarks provision into.
+#![allow(dead_code)] // each benchmark uses what it needs
 
 /// The value of environment variable `name`, or `default` when unset or unparsable.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -22,4 +24,41 @@ pub fn bench_dir() -> tempfile::TempDir {
     let mut dir = tempfile::tempdir().expect("tempdir");
     dir.disable_cleanup(std::env::var_os("IOTC_BENCH_KEEP").is_some());
     dir
+}
+
+/// Makes the x509 enrollment group `bench` on the emulator: a root CA in `dir/pki/root`, the
+/// intermediate `dir/pki/line` that signs the devices, uploaded and proved.
+pub fn setup_group(
+    rt: &tokio::runtime::Runtime,
+    info: &iotc::emulator::ReadyInfo,
+    dir: &std::path::Path,
+) {
+    use iotc::central::{Client, ClientOptions, Credential};
+    use iotc::workflow::onboard::{self, CaSpec};
+    let pem = std::fs::read(&info.ca_cert).expect("ca");
+    let client = Client::new(
+        &info.api_url,
+        Credential::api_token(info.admin_token.expose()),
+        Some(ClientOptions::default().with_ca_pem(pem)),
+    )
+    .expect("client");
+    let mut steps = Vec::new();
+    let cas = onboard::ensure_ca(
+        &CaSpec {
+            root: dir.join("pki/root"),
+            intermediate: Some(dir.join("pki/line")),
+            password: None,
+            name: "bench".into(),
+        },
+        &mut steps,
+    )
+    .expect("CA");
+    rt.block_on(onboard::ensure_x509_group(
+        &client,
+        "bench",
+        cas.signing(),
+        false,
+        &mut steps,
+    ))
+    .expect("group");
 }

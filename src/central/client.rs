@@ -3,9 +3,11 @@
 //! Every operation of every resource goes through one private `execute` method, so the
 //! resilience rules are written once:
 //!
-//! * **Pacing.** A token bucket (governor) shared by all clones of a client spaces requests to
-//!   the configured rate (default 20 requests/s, IoT Central's per-application limit), so a long
-//!   run meets few 429s instead of hammering the service and backing off.
+//! * **Pacing.** Requests leave spaced to a rate shared by all clones of a client. It starts
+//!   at the configured rate (default 20 requests/s, IoT Central's per-application limit) and
+//!   adapts to the application's other callers (see `pacing`): a 429 halves it, successes
+//!   probe back up. Several stations on one application so share its limit with no
+//!   coordinator, and a long run meets few 429s instead of hammering the service.
 //! * **Retries.** 429, 408, 5xx and transport failures are retried with exponential backoff and
 //!   jitter; a `Retry-After` (or `retry-after-ms` / `x-ms-retry-after-ms`) from the service
 //!   replaces the computed delay.
@@ -22,7 +24,7 @@
 use super::credential::Credential;
 use super::error::Error;
 use super::models::{ErrorResponse, API_VERSION, API_VERSION_PREVIEW};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use super::pacing::Pacer;
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -80,7 +82,9 @@ pub struct ClientOptions {
     pub extra_ca_pem: Option<Vec<u8>>,
     /// Retry policy.
     pub retry: RetryOptions,
-    /// Client-side pacing in requests per second; `None` disables it. Default 20.
+    /// Client-side pacing in requests per second: the rate a client starts at and never
+    /// exceeds; 429s from the service lower it for a while (see the module documentation).
+    /// `None` disables pacing. Default 20.
     pub rate_limit: Option<NonZeroU32>,
     /// Per-request timeout (each attempt). Default 30 s.
     pub timeout: Duration,
@@ -167,7 +171,7 @@ struct Inner {
     base: Url,
     credential: Credential,
     options: ClientOptions,
-    limiter: Option<DefaultDirectRateLimiter>,
+    pacer: Option<Pacer>,
     counters: Counters,
 }
 
@@ -331,19 +335,23 @@ impl Client {
         let http = builder
             .build()
             .map_err(|source| Error::BuildClient { source })?;
-        let limiter = options
-            .rate_limit
-            .map(|rate| RateLimiter::direct(Quota::per_second(rate)));
+        let pacer = options.rate_limit.map(Pacer::new);
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
                 base,
                 credential,
                 options,
-                limiter,
+                pacer,
                 counters: Counters::default(),
             }),
         })
+    }
+
+    /// The pacing rate in force (requests per second), `None` when pacing is off: the
+    /// configured rate, or less while the application's limit is shared with other callers.
+    pub fn pacing_rate(&self) -> Option<f64> {
+        self.inner.pacer.as_ref().map(Pacer::rate)
     }
 
     /// The API base URL (`https://host/api`).
@@ -432,9 +440,10 @@ impl Client {
         let mut attempt: u32 = 0;
         let mut outcome_was_unknown = false;
         loop {
-            if let Some(limiter) = &inner.limiter {
-                limiter.until_ready().await;
-            }
+            let ticket = match &inner.pacer {
+                Some(pacer) => Some(pacer.ready().await),
+                None => None,
+            };
             let auth = inner
                 .credential
                 .header_value()
@@ -468,6 +477,15 @@ impl Client {
                 Ok(resp) => {
                     let status = resp.status();
                     let headers = resp.headers().clone();
+                    // A request the service processed (answered or refused on its merits) is
+                    // room to probe; a 429 is handled below, a 5xx says nothing of the limit.
+                    let processed = status.is_success()
+                        || (status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS);
+                    if processed {
+                        if let Some(pacer) = &inner.pacer {
+                            pacer.succeeded();
+                        }
+                    }
                     if status.is_success()
                         || (status == StatusCode::NOT_FOUND
                             && call.method == Method::DELETE
@@ -498,6 +516,9 @@ impl Client {
                             service_error(call.operation, status, &headers, &body, retry_after);
                         let may_retry = if status == StatusCode::TOO_MANY_REQUESTS {
                             inner.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                            if let (Some(pacer), Some(ticket)) = (&inner.pacer, ticket) {
+                                pacer.throttled(ticket);
+                            }
                             true
                         } else if status == StatusCode::REQUEST_TIMEOUT || status.is_server_error()
                         {

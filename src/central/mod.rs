@@ -29,6 +29,7 @@ pub mod enrollment_groups;
 pub mod error;
 pub mod models;
 mod organizations;
+mod pacing;
 pub mod pager;
 mod roles;
 mod users;

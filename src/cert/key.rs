@@ -94,11 +94,15 @@ impl KeyType {
         use x509_parser::public_key::PublicKey;
         let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der).ok()?;
         match spki.parsed().ok()? {
-            PublicKey::EC(ec) => match ec.key_size() {
-                256 => Some(KeyType::EcP256),
-                384 => Some(KeyType::EcP384),
-                _ => None,
-            },
+            // The curve, not the size: secp256k1 and brainpoolP256r1 are 256-bit too.
+            PublicKey::EC(_) => {
+                let curve = spki.algorithm.parameters.as_ref()?.as_oid().ok()?;
+                match curve.to_id_string().as_str() {
+                    "1.2.840.10045.3.1.7" => Some(KeyType::EcP256),
+                    "1.3.132.0.34" => Some(KeyType::EcP384),
+                    _ => None,
+                }
+            }
             PublicKey::RSA(rsa) => match rsa.key_size() {
                 2048 => Some(KeyType::Rsa2048),
                 3072 => Some(KeyType::Rsa3072),

@@ -5,8 +5,10 @@
 //! certificates with the profiles of DESIGN.md ([`profile`]), signs CSRs, reads and describes
 //! certificates ([`inspect`]), validates chains ([`verify_chain`]) and what a certificate is
 //! good for ([`check_purpose`]), and writes bundles as PEM, encrypted PKCS#8 and PKCS#12
-//! ([`write_bundle`]). It is synchronous and has no I/O except [`Authority::load`] and
-//! [`write_bundle`].
+//! ([`write_bundle`]). A CA's key is a file key or a key in a PKCS#11 token
+//! ([`crate::pkcs11`]): [`Authority::new_root_in_token`], [`Authority::load`] with
+//! `PREFIX_key.uri`. It is synchronous and has no I/O except [`Authority::load`],
+//! [`write_bundle`] and the token calls of a token CA.
 //!
 //! ```
 //! use iotc::cert::{Authority, CaOptions, LeafOptions, KeyType};
@@ -30,11 +32,13 @@ mod inspect;
 mod key;
 pub mod profile;
 mod purpose;
+mod signer;
 mod verify;
 mod write;
 
 pub use authority::{Authority, Issued};
 pub use crl::{serial_of, Reason};
+pub use csr::DeviceCsr;
 pub use error::{CertError, ChainError};
 pub use inspect::{
     certificate_string, decode_certificate_string, inspect, parse_pem_certs, read_certs,

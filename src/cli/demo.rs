@@ -136,7 +136,7 @@ pub async fn run(data_dir: Option<PathBuf>, devices: u64, json: bool) -> CliResu
             std::fs::read_to_string(out.join("demo-device-0001").join(BUNDLE_JSON))
                 .ok()
                 .and_then(|t| serde_json::from_str::<BundleJson>(&t).ok())
-                .map(|b| b.assigned_hub)
+                .and_then(|b| b.assigned_hub)
                 .unwrap_or_default(),
             out.join("demo-device-0001").display()
         )),
@@ -215,5 +215,6 @@ fn meta(source: &str, devices: u64) -> BatchMeta {
         devices,
         created_at: now_rfc3339(),
         issuer: None,
+        csr: false,
     }
 }

@@ -249,14 +249,14 @@ async fn rollover(cmd: RolloverCommand, global: &GlobalArgs) -> CliResult {
     let client = config::client(global)?;
     let (phase, new, old, plan) = match &cmd {
         RolloverCommand::Stage(a) => {
-            let new = load_ca(&a.phase.ca, a.ca_password_file.as_deref())?;
+            let new = load_ca(&a.phase.ca, None, a.ca_password_file.as_deref())?;
             let slots = rollover::read_slots(&client, a.phase.group.as_str()).await?;
             let plan = rollover::plan_stage(&slots, &sha1(&new), a.verified_upload)?;
             (&a.phase, Some(new), None, plan)
         }
         RolloverCommand::Promote(a) => {
-            let new = load_ca(&a.phase.ca, a.ca_password_file.as_deref())?;
-            let old = load_ca(&a.old_ca, a.ca_password_file.as_deref())?;
+            let new = load_ca(&a.phase.ca, None, a.ca_password_file.as_deref())?;
+            let old = load_ca(&a.old_ca, None, a.ca_password_file.as_deref())?;
             let slots = rollover::read_slots(&client, a.phase.group.as_str()).await?;
             let plan = rollover::plan_promote(&slots, &sha1(&new), &sha1(&old), a.verified_upload)?;
             (&a.phase, Some(new), Some(old), plan)
@@ -333,7 +333,14 @@ fn open_x509_journal(path: &Path) -> Result<Journal, CliError> {
 
 async fn renew(args: RenewArgs, global: &GlobalArgs) -> CliResult {
     let mut journal = open_x509_journal(&args.journal)?;
-    let ca = load_ca(&args.ca, args.ca_password_file.as_deref())?;
+    if journal.meta().csr && args.csr_dir.is_none() {
+        return Err(format!(
+            "journal {} is a CSR batch: its devices hold their own keys, which the station must              not make; renew them from new CSRs with --csr-dir DIR",
+            args.journal.display()
+        )
+        .into());
+    }
+    let ca = load_ca(&args.ca, None, args.ca_password_file.as_deref())?;
     let issuer = crate::cert::sha256_thumbprint(ca.cert_der());
     if let Some(dir) = &args.csr_dir {
         if !dir.is_dir() {
@@ -537,11 +544,11 @@ async fn revoke(args: RevokeArgs, global: &GlobalArgs) -> CliResult {
     let mut journal = Journal::open(&args.journal)?;
     let group = journal.meta().group_id.clone();
     let ca = match &args.ca {
-        Some(p) => Some(load_ca(p, args.ca_password_file.as_deref())?),
+        Some(p) => Some(load_ca(p, None, args.ca_password_file.as_deref())?),
         None => None,
     };
     let issuer_ca = match &args.issuer_ca {
-        Some(p) => Some(load_ca(p, args.ca_password_file.as_deref())?),
+        Some(p) => Some(load_ca(p, None, args.ca_password_file.as_deref())?),
         None => None,
     };
     let out = args.out.clone().unwrap_or_else(|| {

@@ -13,6 +13,7 @@ pub mod dps;
 pub mod emulator;
 pub mod lifecycle;
 pub mod output;
+pub mod provision_status;
 pub mod workflow;
 
 use clap::{Args, Parser, Subcommand};

@@ -10,6 +10,7 @@ use crate::central::{Client, ClientOptions};
 use crate::cert::{Authority, LeafOptions};
 use crate::ids::{EnrollmentGroupId, IdScope, RegistrationId};
 use crate::secret::Secret;
+use crate::workflow::csr::{self, CsrFiles};
 use crate::workflow::journal::{Attestation, BatchMeta, Journal};
 use crate::workflow::manifest::Source;
 use crate::workflow::onboard::{self, CaSpec, Step};
@@ -177,9 +178,19 @@ pub(super) fn ca_password(file: Option<&Path>) -> Result<Option<Secret>, CliErro
 
 /// Loads the CA `--ca PREFIX` names, the one way every command does (its key opened with the
 /// password of `--ca-password-file` or `IOTC_CA_PASSWORD`).
-pub(super) fn load_ca(prefix: &Path, password_file: Option<&Path>) -> Result<Authority, CliError> {
-    let password = ca_password(password_file)?;
-    Authority::load(prefix, password.as_ref().map(Secret::expose)).map_err(|e| {
+pub(super) fn load_ca(
+    prefix: &Path,
+    ca_key: Option<&str>,
+    password_file: Option<&Path>,
+) -> Result<Authority, CliError> {
+    let loaded = match super::cert::key_uri_arg("--ca-key", ca_key)? {
+        Some(uri) => Authority::load_with_key_uri(prefix, &uri),
+        None => {
+            let password = ca_password(password_file)?;
+            Authority::load(prefix, password.as_ref().map(Secret::expose))
+        }
+    };
+    loaded.map_err(|e| {
         format!(
             "cannot load the CA {}: {e}{}",
             prefix.display(),
@@ -257,15 +268,26 @@ pub struct OnboardSymmetricArgs {
 /// Arguments of `iotc provision`.
 #[derive(Debug, clap::Args)]
 #[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
     after_help = "Manifest: CSV with a header row; columns deviceId (required), displayName, \
-template, organization, simulated.\n\nExamples:\n  \
+template, organization, simulated, csr (the device's CSR file, relative to the manifest's folder).\n\n\
+CSR batch (the devices made their own keys): --csr-dir DIR with one <deviceId>.csr per device \
+(PEM or DER), or a csr column. Every CSR is checked before anything is sent; the station signs \
+them, creates the IoT Central devices and writes bundles with certificates only; the devices \
+register themselves later (see `iotc provision status`).\n\nExamples:\n  \
 iotc provision --manifest line1.csv --journal line1.journal --out bundles --group line-1 --ca certs/root \
 --ca-password-file pw.txt --key-password-file pw.txt\n  \
 iotc provision --count 1000 --prefix sn- --journal b.journal --out bundles --group sk-1\n  \
 iotc provision --journal line1.journal --out bundles --group line-1 --ca certs/root \
---ca-password-file pw.txt --key-password-file pw.txt --resume"
+--ca-password-file pw.txt --key-password-file pw.txt --resume\n  \
+iotc provision --csr-dir csrs --journal csr1.journal --out bundles --group line-1 --ca certs/root \
+--ca-password-file pw.txt"
 )]
 pub struct ProvisionArgs {
+    /// Follow up on a batch.
+    #[command(subcommand)]
+    pub command: Option<ProvisionCommand>,
     /// The manifest (CSV).
     #[arg(long, conflicts_with_all = ["count", "prefix"])]
     pub manifest: Option<PathBuf>,
@@ -275,18 +297,26 @@ pub struct ProvisionArgs {
     /// Id prefix of the devices made by --count.
     #[arg(long, requires = "count")]
     pub prefix: Option<String>,
+    /// A CSR batch: the devices made their own keys; DIR holds <deviceId>.csr for each device
+    /// (PEM or DER). Without --manifest or --count, the devices are the .csr files of DIR.
+    #[arg(long, value_name = "DIR")]
+    pub csr_dir: Option<PathBuf>,
     /// The journal (SQLite): created by a new batch, continued by --resume.
-    #[arg(long)]
-    pub journal: PathBuf,
+    #[arg(long, required = true)]
+    pub journal: Option<PathBuf>,
     /// Folder of the device bundles.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required = true)]
+    pub out: Option<PathBuf>,
     /// Enrollment group the devices belong to (x509 or symmetric key).
-    #[arg(long)]
-    pub group: EnrollmentGroupId,
-    /// CA PREFIX that signs device certificates (x509 groups).
+    #[arg(long, required = true)]
+    pub group: Option<EnrollmentGroupId>,
+    /// CA PREFIX that signs device certificates (x509 groups): PREFIX_cert.pem with
+    /// PREFIX_key.pem, or PREFIX_key.uri when the key is in a PKCS#11 token.
     #[arg(long, value_name = "PREFIX")]
     pub ca: Option<PathBuf>,
+    /// The CA key in a PKCS#11 token (RFC 7512 URI), overriding PREFIX_key.pem / .uri.
+    #[arg(long, value_name = "URI", requires = "ca")]
+    pub ca_key: Option<String>,
     /// File whose first line is the password of the CA key [else IOTC_CA_PASSWORD].
     #[arg(long, value_name = "FILE")]
     pub ca_password_file: Option<PathBuf>,
@@ -305,6 +335,14 @@ pub struct ProvisionArgs {
     /// Batch settings.
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// What follows a batch.
+#[derive(Debug, clap::Subcommand)]
+pub enum ProvisionCommand {
+    /// Where each device of a batch stands now: its journal, and IoT Central's provisioned flag.
+    #[command(after_help = super::provision_status::AFTER_HELP)]
+    Status(super::provision_status::StatusArgs),
 }
 
 /// Arguments of `iotc demo`.
@@ -333,7 +371,12 @@ pub fn run_onboard(cmd: OnboardCommand, global: &GlobalArgs) -> CliResult {
 /// Runs `iotc provision`.
 pub fn run_provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
     let rt = super::runtime()?;
-    rt.block_on(provision(args, global))
+    match args.command {
+        Some(ProvisionCommand::Status(status)) => {
+            rt.block_on(super::provision_status::run(status, global))
+        }
+        None => rt.block_on(provision(args, global)),
+    }
 }
 
 /// Runs `iotc demo`.
@@ -556,6 +599,7 @@ fn onboarding_journal(
                 devices: 0,
                 created_at: crate::workflow::report::now_rfc3339(),
                 issuer: ca.map(ca_thumbprint),
+                csr: false,
             },
         )?
     };
@@ -615,7 +659,8 @@ async fn onboard_x509(args: OnboardX509Args, global: &GlobalArgs) -> CliResult {
     };
     let ca_password = ca_password(args.ca_password_file.as_deref())?;
     let root_key = PathBuf::from(format!("{}_key.pem", args.ca.display()));
-    if ca_password.is_none() && !args.run.no_password && !root_key.exists() {
+    let root_in_token = PathBuf::from(format!("{}_key.uri", args.ca.display())).exists();
+    if ca_password.is_none() && !args.run.no_password && !root_key.exists() && !root_in_token {
         return Err(
             "no password for the new CA key: give --ca-password-file FILE (or set \
 IOTC_CA_PASSWORD), or pass --no-password"
@@ -718,35 +763,61 @@ async fn onboard_symmetric(args: OnboardSymmetricArgs, global: &GlobalArgs) -> C
 }
 
 async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
-    // 1. The manifest, whole, before anything else.
-    let source = match (&args.manifest, args.count, &args.prefix) {
-        (Some(m), _, _) => Some(Source::Csv(m.clone())),
-        (None, Some(count), Some(prefix)) => Some(Source::Generated {
+    let (Some(journal_path), Some(out), Some(group_id)) =
+        (args.journal.clone(), args.out.clone(), args.group.clone())
+    else {
+        return Err("--journal, --out and --group are required".into());
+    };
+    // 1. The manifest, whole, and every CSR of a CSR batch, before anything else.
+    let source = match (&args.manifest, args.count, &args.prefix, &args.csr_dir) {
+        (Some(m), ..) => Some(Source::Csv(m.clone())),
+        (None, Some(count), Some(prefix), _) => Some(Source::Generated {
             count,
             prefix: prefix.clone(),
         }),
+        (None, None, _, Some(dir)) => Some(Source::Ids(csr::devices_in(dir)?)),
         _ if args.resume => None,
-        _ => return Err("give the devices: --manifest CSV, or --count N --prefix P".into()),
+        _ => {
+            return Err(
+                "give the devices: --manifest CSV, --count N --prefix P, or --csr-dir DIR".into(),
+            )
+        }
     };
     let summary = match &source {
         Some(s) => Some(s.validate()?),
         None => None,
     };
-    if !args.resume && args.journal.exists() {
+    let csr_files = match (&args.csr_dir, &summary) {
+        (Some(dir), _) => Some(CsrFiles::new(Some(dir.clone()), args.manifest.as_deref())),
+        (None, Some(s)) if s.with_csr > 0 => Some(CsrFiles::new(None, args.manifest.as_deref())),
+        _ => None,
+    };
+    if let (Some(files), Some(src)) = (&csr_files, &source) {
+        note_not_copied(&csr::check_all(src, files)?);
+    }
+    if !args.resume && journal_path.exists() {
         return Err(format!(
             "journal {} exists: pass --resume to continue its batch, or choose another file",
-            args.journal.display()
+            journal_path.display()
         )
         .into());
     }
-    if args.resume && !args.journal.exists() {
-        return Err(format!("no journal at {} to resume", args.journal.display()).into());
+    if args.resume && !journal_path.exists() {
+        return Err(format!("no journal at {} to resume", journal_path.display()).into());
+    }
+    let csr_mode = match (&csr_files, args.resume) {
+        (Some(_), _) => true,
+        (None, true) => Journal::open(&journal_path)?.meta().csr,
+        (None, false) => false,
+    };
+    if csr_mode {
+        refuse_key_flags_in_csr_batch(&args.run)?;
     }
 
     // 2. The group decides how devices attest.
     let dps = args.dps.resolve(global)?;
     let client = config::client(global)?;
-    let group = args.group.as_str();
+    let group = group_id.as_str();
     let g = client
         .get_enrollment_group(group)
         .await
@@ -756,12 +827,20 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
         crate::central::models::GroupAttestation::SymmetricKey { .. } => Attestation::SymmetricKey,
     };
     let key_password = match attestation {
+        Attestation::X509 if csr_mode => None,
         Attestation::X509 => args.run.key_password()?,
+        Attestation::SymmetricKey if csr_mode => {
+            return Err(format!(
+                "group {group} uses symmetric keys: a CSR batch needs an x509 group (the \
+                 devices' certificates chain to its CA)"
+            )
+            .into())
+        }
         Attestation::SymmetricKey => None,
     };
     let ca = match (attestation, &args.ca) {
         (Attestation::X509, Some(prefix)) => {
-            Some(load_ca(prefix, args.ca_password_file.as_deref())?)
+            Some(load_ca(prefix, args.ca_key.as_deref(), args.ca_password_file.as_deref())?)
         }
         (Attestation::X509, None) => {
             return Err(format!(
@@ -787,9 +866,17 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
 
     // 3. The journal.
     if args.resume {
-        let j = Journal::open(&args.journal)?;
+        let j = Journal::open(&journal_path)?;
         check_meta(j.meta(), group, attestation)?;
         check_issuer(j.meta(), ca.as_ref())?;
+        if csr_files.is_some() && !j.meta().csr {
+            return Err(format!(
+                "journal {} is not a CSR batch: its devices' keys are made by the station; \
+                 resume it without --csr-dir (and without a csr column)",
+                journal_path.display()
+            )
+            .into());
+        }
         if let Some(s) = &source {
             if j.meta().source != s.describe() {
                 return Err(format!(
@@ -804,19 +891,29 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
     if args.dry_run {
         let (headline, plan) = match (&summary, &source, args.resume) {
             (Some(s), Some(src), false) => (
-                format!(
-                    "dry run: would provision {} device(s) ({} with an IoT Central device created first)",
-                    s.devices, s.with_central_fields
-                ),
-                plan_source(src)?,
+                if csr_mode {
+                    format!(
+                        "dry run: would sign {0} CSR(s) and create {0} IoT Central device(s); the devices register themselves",
+                        s.devices
+                    )
+                } else {
+                    format!(
+                        "dry run: would provision {} device(s) ({} with an IoT Central device created first)",
+                        s.devices, s.with_central_fields
+                    )
+                },
+                plan_source(src)?
+                    .into_iter()
+                    .map(|d| if csr_mode { d.in_csr_batch() } else { d })
+                    .collect(),
             ),
             _ => {
-                let j = Journal::open(&args.journal)?;
+                let j = Journal::open(&journal_path)?;
                 let c = j.counts()?;
                 (
                     format!(
                         "dry run: would resume {}: {} of {} device(s) left ({} failed before)",
-                        args.journal.display(),
+                        journal_path.display(),
                         c.total - c.done,
                         c.total,
                         c.failed
@@ -837,12 +934,12 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
                 .as_ref()
                 .map(|s| format!(", devices signed by {s}"))
                 .unwrap_or_default(),
-            args.out.display()
+            out.display()
         );
         let context = serde_json::json!({
             "groupId": group, "attestation": attestation, "idScope": scope.to_string(),
-            "dpsEndpoint": dps.endpoint, "signer": signer,
-            "journal": args.journal, "outDir": args.out, "resume": args.resume,
+            "dpsEndpoint": dps.endpoint, "signer": signer, "csr": csr_mode,
+            "journal": journal_path, "outDir": out, "resume": args.resume,
         });
         return print_plan(
             DryRun {
@@ -855,20 +952,20 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
         );
     }
     let journal = if args.resume {
-        let mut j = Journal::open(&args.journal)?;
+        let mut j = Journal::open(&journal_path)?;
         if !j.is_planned()? {
             // The run that made it died before its plan was committed.
             let s = source.as_ref().ok_or(
                 "the journal's batch was never planned (its first run was interrupted): \
                  pass the same --manifest (or --count/--prefix) with --resume",
             )?;
-            j.plan_from(s, false)?;
+            plan(&mut j, s, csr_files.as_ref(), csr_mode)?;
         }
         j
     } else {
         let s = source.as_ref().ok_or("no device source")?;
         let mut j = Journal::create(
-            &args.journal,
+            &journal_path,
             BatchMeta {
                 group_id: group.to_owned(),
                 attestation,
@@ -876,28 +973,32 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
                 devices: summary.as_ref().map(|s| s.devices).unwrap_or(0),
                 created_at: crate::workflow::report::now_rfc3339(),
                 issuer: ca.as_ref().map(ca_thumbprint),
+                csr: csr_mode,
             },
         )?;
-        j.plan_from(s, false)?;
+        plan(&mut j, s, csr_files.as_ref(), csr_mode)?;
         j
     };
-    std::fs::create_dir_all(&args.out)
-        .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
 
     // 4. Run.
     let services = RealServices::new(client, dps_options(&dps)?, scope.clone());
-    let opts = batch_options(
+    let mut opts = batch_options(
         &args.run,
-        &args.out,
+        &out,
         &scope,
         &dps,
         global.output != super::output::OutputFormat::Json,
         key_password,
     )?;
+    if csr_mode {
+        // No key on the station: nothing to put in a PFX (IOTC_PFX_PASSWORD does not apply).
+        opts.pfx_password = None;
+    }
     let report_path = args
         .report
         .clone()
-        .unwrap_or_else(|| args.out.join("report.json"));
+        .unwrap_or_else(|| out.join("report.json"));
     let stop = stop_on_ctrl_c();
     let report = match (ca, group_key) {
         (Some(ca), _) => {
@@ -928,7 +1029,68 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
         super::output::print_json(&report)?;
     } else {
         print!("{}", report.summary(20));
-        println!("bundles in {}", args.out.display());
+        println!("bundles in {}", out.display());
+        if csr_mode {
+            println!(
+                "the devices register themselves; see which did with: iotc provision status --journal {}",
+                journal_path.display()
+            );
+        }
     }
     Ok(exit_code(&report))
+}
+
+/// Plans the devices of `source` into a new journal: with their CSRs in a CSR batch.
+fn plan(
+    j: &mut Journal,
+    source: &Source,
+    csr_files: Option<&CsrFiles>,
+    csr_mode: bool,
+) -> Result<u64, CliError> {
+    match (csr_files, csr_mode) {
+        (Some(files), _) => {
+            Ok(j.plan_with_csrs(source, &mut |spec| csr::read_for_plan(files, spec))?)
+        }
+        (None, true) => Err(
+            "the journal's CSR batch was never planned (its first run was \
+             interrupted): pass the same --csr-dir (or manifest with its csr column) with --resume"
+                .into(),
+        ),
+        (None, false) => Ok(j.plan_from(source, false)?),
+    }
+}
+
+/// In a CSR batch no private key exists on the station: the flags about bundle keys are
+/// refused, not ignored.
+fn refuse_key_flags_in_csr_batch(run: &RunArgs) -> Result<(), CliError> {
+    for (given, flag) in [
+        (run.key_password_file.is_some(), "--key-password-file"),
+        (run.pfx_password_file.is_some(), "--pfx-password-file"),
+    ] {
+        if given {
+            return Err(format!(
+                "{flag} does not apply to a CSR batch: the devices keep their keys, and the \
+                 bundles hold only certificates"
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Says what the CSRs asked for that the device profile decides instead.
+fn note_not_copied(summary: &csr::CsrSummary) {
+    if summary.not_copied.is_empty() {
+        return;
+    }
+    let what: Vec<String> = summary
+        .not_copied
+        .iter()
+        .map(|(name, n)| format!("{name} ({n})"))
+        .collect();
+    eprintln!(
+        "note: the CSRs ask for what the device profile decides instead, which the certificates \
+         do not carry: {} (CN = device id, clientAuth, nothing else is copied)",
+        what.join(", ")
+    );
 }

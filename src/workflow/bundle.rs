@@ -2,9 +2,10 @@
 //!
 //! `<out>/<deviceId>/` holds `<deviceId>_cert.pem`, `<deviceId>_key.pem` (mode 0600),
 //! `<deviceId>_fullchain.pem` and optionally `<deviceId>.pfx` for an X.509 device, or
-//! `<deviceId>_device_key.txt` (0600) for a symmetric-key device, plus `bundle.json` with what
-//! the device needs to connect (idScope, registrationId, assignedHub, deviceId) and the
-//! SHA-256 of every file, so anyone can check later that the bundle is whole.
+//! `<deviceId>_device_key.txt` (0600) for a symmetric-key device, or only the certificate and
+//! the chain for a device that made its own key (a CSR batch), plus `bundle.json` with what
+//! the device needs to connect (idScope, registrationId, assignedHub once DPS assigned one,
+//! deviceId) and the SHA-256 of every file, so anyone can check later that the bundle is whole.
 //!
 //! A bundle appears whole or not at all: it is written in a hidden temporary folder next to
 //! its final place, made durable, and only then renamed into place (and the rename made
@@ -47,6 +48,15 @@ pub enum Credential {
         /// The device key (base64).
         device_key: Secret,
     },
+    /// A certificate for a key the device made and keeps (a CSR batch): no key here.
+    Certificate {
+        /// The device certificate (PEM).
+        cert_pem: String,
+        /// Leaf + intermediates (PEM).
+        fullchain_pem: String,
+        /// SHA-256 of the CSR it answers, lowercase hex.
+        csr_sha256: String,
+    },
 }
 
 /// What goes into a bundle.
@@ -58,8 +68,8 @@ pub struct BundleContents {
     pub registration_id: String,
     /// The DPS ID scope.
     pub id_scope: String,
-    /// The hub DPS assigned.
-    pub assigned_hub: String,
+    /// The hub DPS assigned (none when the device registers itself later).
+    pub assigned_hub: Option<String>,
     /// The DPS endpoint the device should use.
     pub dps_endpoint: Option<String>,
     /// SHA-1 thumbprint of the device certificate, as IoT Central shows it.
@@ -87,8 +97,9 @@ pub struct BundleJson {
     pub registration_id: String,
     /// The DPS ID scope.
     pub id_scope: String,
-    /// The hub DPS assigned.
-    pub assigned_hub: String,
+    /// The hub DPS assigned (absent when the device registers itself later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_hub: Option<String>,
     /// The DPS endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dps_endpoint: Option<String>,
@@ -97,6 +108,10 @@ pub struct BundleJson {
     /// SHA-1 thumbprint of the device certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_sha1_thumbprint: Option<String>,
+    /// A device that made its own key: SHA-256 of the CSR its certificate answers (lowercase
+    /// hex); the bundle then holds no key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr_sha256: Option<String>,
     /// The files, by role (`cert`, `key`, `fullchain`, `pfx`, `deviceKey`).
     pub files: BTreeMap<String, FileEntry>,
 }
@@ -187,6 +202,24 @@ fn files_of(c: &BundleContents) -> Vec<(&'static str, String, Vec<u8>, bool)> {
             }
             v
         }
+        Credential::Certificate {
+            cert_pem,
+            fullchain_pem,
+            ..
+        } => vec![
+            (
+                "cert",
+                format!("{id}_cert.pem"),
+                cert_pem.as_bytes().to_vec(),
+                false,
+            ),
+            (
+                "fullchain",
+                format!("{id}_fullchain.pem"),
+                fullchain_pem.as_bytes().to_vec(),
+                false,
+            ),
+        ],
         Credential::SymmetricKey { device_key } => vec![(
             "deviceKey",
             format!("{id}_device_key.txt"),
@@ -217,10 +250,14 @@ pub fn describe(c: &BundleContents) -> BundleJson {
         assigned_hub: c.assigned_hub.clone(),
         dps_endpoint: c.dps_endpoint.clone(),
         attestation: match c.credential {
-            Credential::X509 { .. } => "x509".into(),
+            Credential::X509 { .. } | Credential::Certificate { .. } => "x509".into(),
             Credential::SymmetricKey { .. } => "symmetricKey".into(),
         },
         cert_sha1_thumbprint: c.cert_sha1_thumbprint.clone(),
+        csr_sha256: match &c.credential {
+            Credential::Certificate { csr_sha256, .. } => Some(csr_sha256.clone()),
+            _ => None,
+        },
         files,
     }
 }
@@ -529,7 +566,7 @@ mod tests {
             device_id: id.into(),
             registration_id: id.into(),
             id_scope: "0ne0000TEST".into(),
-            assigned_hub: "hub.example".into(),
+            assigned_hub: Some("hub.example".into()),
             dps_endpoint: Some("https://127.0.0.1:1".into()),
             cert_sha1_thumbprint: Some("AB".into()),
             credential: Credential::X509 {

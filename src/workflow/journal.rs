@@ -11,7 +11,12 @@
 //! - the private key (or derived symmetric key) is stored in the same transaction that
 //!   records it, so a resume always finds the credential it made and never makes another.
 //!   The file is created mode 0600 (SQLite gives its `-wal` file the same mode) and the key
-//!   is erased from the journal once the device's bundle is written.
+//!   is erased from the journal once the device's bundle is written;
+//! - in a CSR batch the devices keep their keys: the journal holds each device's CSR (public)
+//!   with its SHA-256 and the certificate issued for it, and never a private key.
+//!
+//! The schema only grows: columns added since a journal was made are added when it is
+//! opened (see `migrate`), so an older journal resumes under a newer iotc.
 //!
 //! Committing one transaction per step would cap a batch at the disk's fsync rate, so
 //! [`JournalWriter`] runs the connection on its own thread and commits whatever transitions
@@ -119,6 +124,10 @@ pub struct BatchMeta {
     /// certificates, so a resume with another CA is refused (absent in older journals).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// A CSR batch: the devices made their own keys and sent CSRs; the station signs them and
+    /// creates the IoT Central devices, and the devices register themselves later.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub csr: bool,
 }
 
 /// One device's row.
@@ -156,6 +165,10 @@ pub struct DeviceRecord {
     pub dps_device_id: Option<String>,
     /// How many times a DPS registration was started for this device.
     pub register_calls: u32,
+    /// CSR batches: the device's certificate signing request, DER.
+    pub csr: Option<Vec<u8>>,
+    /// CSR batches: SHA-256 of the CSR, lowercase hex.
+    pub csr_sha256: Option<String>,
 }
 
 /// Where one device stands, without its credential: what reports and dry-run plans read.
@@ -286,7 +299,43 @@ pub enum PlanError {
     /// The journal failed.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// A device's CSR could not be read (it was valid when checked, so it changed since).
+    #[error("{0}")]
+    Csr(String),
 }
+
+/// The statement that plans a device (`OR IGNORE`: skip ids already planned).
+fn insert_sql(ignore_existing: bool) -> String {
+    format!(
+        "INSERT {} INTO devices(device_id, line, display_name, template, organization,
+                                simulated, csr, csr_sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        if ignore_existing { "OR IGNORE" } else { "" }
+    )
+}
+
+/// Plans one device with [`insert_sql`]'s statement, with its CSR (DER, SHA-256) if any.
+fn insert_device(
+    stmt: &mut rusqlite::Statement<'_>,
+    s: &super::manifest::DeviceSpec,
+    csr: Option<&(Vec<u8>, String)>,
+) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        s.device_id.as_str(),
+        s.line as i64,
+        s.display_name,
+        s.template,
+        s.organization.as_ref().map(|o| o.as_str()),
+        s.simulated.map(i64::from),
+        csr.map(|c| c.0.as_slice()),
+        csr.map(|c| c.1.as_str()),
+    ])
+}
+
+/// Reads the CSR of a device while a CSR batch is planned: its DER and SHA-256 (lowercase
+/// hex), or why not.
+pub type ReadCsr<'a> =
+    dyn FnMut(&super::manifest::DeviceSpec) -> Result<(Vec<u8>, String), String> + 'a;
 
 /// The journal, on one connection. Use [`JournalWriter`] from async code.
 pub struct Journal {
@@ -312,9 +361,32 @@ fn configure(conn: &Connection) -> Result<(), JournalError> {
     Ok(())
 }
 
+/// Columns added to `devices` after the first schema, with their types: a journal made
+/// before one was added gets it when opened (empty for the devices it already holds).
+const ADDED_COLUMNS: &[(&str, &str)] = &[("csr", "BLOB"), ("csr_sha256", "TEXT")];
+
+fn migrate(conn: &Connection) -> Result<(), JournalError> {
+    let mut have = std::collections::HashSet::new();
+    {
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('devices')")?;
+        for name in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            have.insert(name?);
+        }
+    }
+    if have.is_empty() {
+        return Ok(()); // not a journal: `open` says so next
+    }
+    for (name, ty) in ADDED_COLUMNS {
+        if !have.contains(*name) {
+            conn.execute_batch(&format!("ALTER TABLE devices ADD COLUMN {name} {ty}"))?;
+        }
+    }
+    Ok(())
+}
+
 const COLS: &str = "seq, device_id, line, display_name, template, organization, simulated, \
                     state, attempts, error, secret, cert_pem, chain_pem, assigned_hub, \
-                    dps_device_id, register_calls";
+                    dps_device_id, register_calls, csr, csr_sha256";
 
 fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<(DeviceRecord, String)> {
     let state: String = row.get(7)?;
@@ -338,6 +410,8 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<(DeviceRecord, Str
             assigned_hub: row.get(13)?,
             dps_device_id: row.get(14)?,
             register_calls: row.get::<_, i64>(15)?.max(0) as u32,
+            csr: row.get(16)?,
+            csr_sha256: row.get(17)?,
         },
         state,
     ))
@@ -397,7 +471,8 @@ impl Journal {
                      secret TEXT, cert_pem TEXT, chain_pem TEXT,
                      assigned_hub TEXT, dps_device_id TEXT,
                      register_calls INTEGER NOT NULL DEFAULT 0,
-                     updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+                     updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+                     csr BLOB, csr_sha256 TEXT
                  );
                  CREATE INDEX devices_state ON devices(state);",
             )?;
@@ -434,6 +509,7 @@ impl Journal {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         configure(&conn)?;
+        migrate(&conn)?;
         let get = |key: &str| -> Result<Option<String>, JournalError> {
             Ok(conn
                 .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
@@ -476,19 +552,9 @@ impl Journal {
         let tx = self.conn.transaction()?;
         let mut n = 0;
         {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO devices(device_id, line, display_name, template, organization, simulated)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
+            let mut stmt = tx.prepare_cached(&insert_sql(false))?;
             for s in specs {
-                stmt.execute(params![
-                    s.device_id.as_str(),
-                    s.line as i64,
-                    s.display_name,
-                    s.template,
-                    s.organization.as_ref().map(|o| o.as_str()),
-                    s.simulated.map(i64::from),
-                ])?;
+                insert_device(&mut stmt, s, None)?;
                 n += 1;
             }
         }
@@ -504,30 +570,44 @@ impl Journal {
         source: &super::manifest::Source,
         ignore_existing: bool,
     ) -> Result<u64, PlanError> {
+        self.plan_devices(source, ignore_existing, None)
+    }
+
+    /// Plans a CSR batch: every device of a validated source with its CSR, which `csr` reads
+    /// (DER and its SHA-256, or why not), in one transaction.
+    pub fn plan_with_csrs(
+        &mut self,
+        source: &super::manifest::Source,
+        csr: &mut ReadCsr<'_>,
+    ) -> Result<u64, PlanError> {
+        self.plan_devices(source, false, Some(csr))
+    }
+
+    fn plan_devices(
+        &mut self,
+        source: &super::manifest::Source,
+        ignore_existing: bool,
+        mut csr: Option<&mut ReadCsr<'_>>,
+    ) -> Result<u64, PlanError> {
         let tx = self.conn.transaction().map_err(JournalError::from)?;
         let mut n = 0u64;
         {
-            let sql = format!(
-                "INSERT {} INTO devices(device_id, line, display_name, template, organization, simulated)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                if ignore_existing { "OR IGNORE" } else { "" }
-            );
-            let mut stmt = tx.prepare(&sql).map_err(JournalError::from)?;
+            let mut stmt = tx
+                .prepare(&insert_sql(ignore_existing))
+                .map_err(JournalError::from)?;
             source
                 .for_each(|s| {
-                    n += stmt.execute(params![
-                        s.device_id.as_str(),
-                        s.line as i64,
-                        s.display_name,
-                        s.template,
-                        s.organization.as_ref().map(|o| o.as_str()),
-                        s.simulated.map(i64::from),
-                    ])? as u64;
-                    Ok::<(), rusqlite::Error>(())
+                    let request = match csr.as_mut() {
+                        Some(read) => Some(read(&s).map_err(PlanError::Csr)?),
+                        None => None,
+                    };
+                    n += insert_device(&mut stmt, &s, request.as_ref())
+                        .map_err(|e| PlanError::Journal(e.into()))? as u64;
+                    Ok::<(), PlanError>(())
                 })
                 .map_err(|e| match e {
                     super::manifest::ScanError::Manifest(m) => PlanError::Manifest(m),
-                    super::manifest::ScanError::Sink(e) => PlanError::Journal(e.into()),
+                    super::manifest::ScanError::Sink(e) => e,
                 })?;
         }
         tx.execute(
@@ -975,6 +1055,7 @@ mod tests {
             devices: 3,
             created_at: "2026-01-01T00:00:00Z".into(),
             issuer: None,
+            csr: false,
         }
     }
 
@@ -1081,6 +1162,27 @@ mod tests {
             assert_eq!(rec.assigned_hub.as_deref(), Some("hub"));
             assert_eq!(rec.register_calls, 1);
         }
+    }
+
+    #[test]
+    fn a_journal_from_before_csr_batches_gets_the_new_columns_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let mut j = Journal::create(&path, meta()).unwrap();
+        j.plan(&specs(2)).unwrap();
+        for (name, _) in ADDED_COLUMNS {
+            j.conn
+                .execute_batch(&format!("ALTER TABLE devices DROP COLUMN {name}"))
+                .unwrap();
+        }
+        drop(j);
+        let j = Journal::open(&path).unwrap();
+        let rec = j.get("dev-1").unwrap().unwrap();
+        assert_eq!(
+            (rec.state, rec.csr, rec.csr_sha256),
+            (State::Planned, None, None)
+        );
+        assert_eq!(j.all().unwrap().len(), 2);
     }
 
     #[test]

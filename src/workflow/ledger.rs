@@ -713,6 +713,7 @@ mod tests {
             devices: 2,
             created_at: "now".into(),
             issuer: None,
+            csr: false,
         };
         let mut j = Journal::create(&dir.join("j"), meta).unwrap();
         let specs: Vec<_> = ["a", "b"]

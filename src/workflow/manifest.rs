@@ -13,13 +13,15 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// The columns a manifest may have. `deviceId` is required.
-pub const COLUMNS: [&str; 5] = [
+/// The columns a manifest may have. `deviceId` is required; `csr` names the device's
+/// certificate signing request file (a CSR batch, see [`super::csr`]).
+pub const COLUMNS: [&str; 6] = [
     "deviceId",
     "displayName",
     "template",
     "organization",
     "simulated",
+    "csr",
 ];
 
 /// One device of a batch, as the manifest describes it.
@@ -35,6 +37,9 @@ pub struct DeviceSpec {
     pub organization: Option<OrganizationId>,
     /// Whether IoT Central should simulate the device.
     pub simulated: Option<bool>,
+    /// The `csr` cell: the device's CSR file, as written (relative paths are relative to the
+    /// manifest's folder).
+    pub csr: Option<std::path::PathBuf>,
     /// Line of the manifest (1 is the header); 0 for generated devices.
     pub line: u64,
 }
@@ -48,6 +53,7 @@ impl DeviceSpec {
             template: None,
             organization: None,
             simulated: None,
+            csr: None,
             line: 0,
         }
     }
@@ -112,9 +118,10 @@ pub enum ManifestError {
     Empty,
 }
 
-struct ProblemList<'a>(&'a [Problem]);
+/// Problems one per line, indented, for an error message.
+pub(crate) struct ProblemList<'a, T>(pub(crate) &'a [T]);
 
-impl fmt::Display for ProblemList<'_> {
+impl<T: fmt::Display> fmt::Display for ProblemList<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, p) in self.0.iter().enumerate() {
             if i > 0 {
@@ -149,6 +156,8 @@ pub struct Summary {
     pub devices: u64,
     /// Number of devices that need an IoT Central device created first.
     pub with_central_fields: u64,
+    /// Number of devices whose row names a CSR file (the `csr` column).
+    pub with_csr: u64,
 }
 
 impl Source {
@@ -167,11 +176,15 @@ impl Source {
         let mut summary = Summary {
             devices: 0,
             with_central_fields: 0,
+            with_csr: 0,
         };
         self.scan(true, |spec| {
             summary.devices += 1;
             if spec.needs_central_device() {
                 summary.with_central_fields += 1;
+            }
+            if spec.csr.is_some() {
+                summary.with_csr += 1;
             }
             Ok::<(), std::convert::Infallible>(())
         })
@@ -300,14 +313,14 @@ fn scan_csv<E>(
             return Err(invalid(vec![Problem {
                 line: 1,
                 message: "the file is empty: a header row naming the columns is required \
-                          (deviceId, displayName, template, organization, simulated)"
+                          (deviceId, displayName, template, organization, simulated, csr)"
                     .into(),
             }]))
         }
         Some(Err(e)) => return Err(invalid(vec![csv_problem(&e, 1)])),
         Some(Ok(h)) => h,
     };
-    let mut index: [Option<usize>; 5] = [None; 5];
+    let mut index: [Option<usize>; 6] = [None; 6];
     for (i, name) in header.iter().enumerate() {
         let name = name.trim_start_matches('\u{feff}');
         match COLUMNS.iter().position(|c| *c == name) {
@@ -413,6 +426,7 @@ fn scan_csv<E>(
                 template: cell(2),
                 organization,
                 simulated,
+                csr: cell(5).map(std::path::PathBuf::from),
                 line,
             };
             sink(spec).map_err(ScanError::Sink)?;
@@ -527,7 +541,8 @@ mod tests {
             src.validate().unwrap(),
             Summary {
                 devices: 3,
-                with_central_fields: 2
+                with_central_fields: 2,
+                with_csr: 0
             }
         );
         let specs = collect(&src);

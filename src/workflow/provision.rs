@@ -11,6 +11,11 @@
 //! device found in `registering` (a crash, or a retry after an answer that never came) is
 //! first looked up with DPS's status lookup; only when DPS has no assignment for it is a
 //! registration sent. Per-device failures are recorded in the journal and the batch goes on.
+//!
+//! A device with a CSR in the journal (a CSR batch) made its own key: its certificate is
+//! signed from the CSR (`planned → cert_issued`, the certificate stored, no key anywhere), its
+//! IoT Central device created (`device_created`), and its bundle written (`bundle_written`):
+//! it registers itself with DPS later, so the station never calls DPS for it.
 
 use super::bundle::{self, BundleContents, Credential};
 use super::engine::{drive, AttemptError, EngineOptions, Job, Run};
@@ -43,12 +48,27 @@ pub enum NewCredential {
     },
     /// A derived symmetric key.
     SymmetricKey(Secret),
+    /// A certificate for a key the device holds (signed from its CSR).
+    Certificate {
+        /// Device certificate PEM.
+        cert_pem: String,
+        /// Leaf + intermediates PEM.
+        chain_pem: String,
+    },
 }
 
 /// Makes device credentials (CPU work, no I/O).
 pub trait Issuer: Send + Sync + 'static {
     /// A new credential for this registration id.
     fn issue(&self, id: &RegistrationId) -> Result<NewCredential, StepError>;
+
+    /// A certificate for the device's own key, from its CSR (DER): only a CA signs CSRs.
+    fn sign(&self, id: &RegistrationId, csr: &[u8]) -> Result<NewCredential, StepError> {
+        let _ = (id, csr);
+        Err(StepError::permanent(
+            "this batch has no CA to sign CSRs with (CSR batches need an x509 group and --ca)",
+        ))
+    }
 }
 
 /// What DPS assigned.
@@ -76,6 +96,11 @@ pub enum StoredCredential {
 
 /// The services a batch talks to.
 pub trait Services: Send + Sync + 'static {
+    /// The IoT Central client, when there is one: its counters go into the report.
+    fn central(&self) -> Option<crate::central::Client> {
+        None
+    }
+
     /// Creates (or updates to the manifest's values) the IoT Central device.
     fn create_device(
         &self,
@@ -166,6 +191,7 @@ pub async fn run_and_report<S: Services, I: Issuer>(
     let journal_path = journal.path().to_owned();
     let out_dir = opts.out_dir.clone();
     let writer = JournalWriter::spawn(journal);
+    let central = services.central();
     let started_at = super::report::now_rfc3339();
     let clock = std::time::Instant::now();
     let stats = run_batch(writer.clone(), services, issuer, opts, stop).await?;
@@ -177,6 +203,7 @@ pub async fn run_and_report<S: Services, I: Issuer>(
     };
     let mut report =
         super::report::Report::new(&meta, &journal_path, &out_dir, started_at, elapsed, run);
+    report.iot_central = central.as_ref().map(super::report::CentralUse::of);
     if let Some(path) = report_path {
         report.write_json(path)?;
     }
@@ -236,6 +263,17 @@ impl PlannedDevice {
         }
     }
 
+    /// The plan of the same device in a CSR batch: its certificate is signed from its CSR,
+    /// its IoT Central device always created, and the station never registers it (the
+    /// device does, later).
+    pub fn in_csr_batch(self) -> PlannedDevice {
+        PlannedDevice {
+            create_device: self.from < State::DeviceCreated,
+            register: false,
+            ..self
+        }
+    }
+
     fn from_status(s: DeviceStatus) -> PlannedDevice {
         let done = s.state == State::BundleWritten;
         PlannedDevice {
@@ -269,10 +307,12 @@ pub fn plan_source(source: &Source) -> Result<Vec<PlannedDevice>, ManifestError>
 /// The plan of resuming a journal: what is left of each device, done ones skipped. Reads the
 /// journal and writes nothing.
 pub fn plan_journal(journal: &Journal) -> Result<Vec<PlannedDevice>, JournalError> {
+    let csr = journal.meta().csr;
     Ok(journal
         .statuses()?
         .into_iter()
         .map(PlannedDevice::from_status)
+        .map(|d| if csr { d.in_csr_batch() } else { d })
         .collect())
 }
 
@@ -422,7 +462,11 @@ async fn attempt<S: Services, I: Issuer>(
                 // the credential and "may be registering" go into one commit.
                 let direct = !needs_central_device(rec);
                 let next = |issued: State| if direct { State::Registering } else { issued };
-                let t = match shared.issuer.issue(&reg)? {
+                let issued = match &rec.csr {
+                    Some(csr) => shared.issuer.sign(&reg, csr)?,
+                    None => shared.issuer.issue(&reg)?,
+                };
+                let t = match issued {
                     NewCredential::X509 {
                         key_pem,
                         cert_pem,
@@ -437,12 +481,21 @@ async fn attempt<S: Services, I: Issuer>(
                         secret: Some(key),
                         ..Transition::new(&id, State::Planned, next(State::KeyWritten))
                     },
+                    // The device registers itself: the IoT Central device comes next, always.
+                    NewCredential::Certificate {
+                        cert_pem,
+                        chain_pem,
+                    } => Transition {
+                        cert_pem: Some(cert_pem),
+                        chain_pem: Some(chain_pem),
+                        ..Transition::new(&id, State::Planned, State::CertIssued)
+                    },
                 };
                 commit(shared, run, rec, t).await?;
             }
             State::KeyWritten | State::CertIssued => {
                 let from = rec.state;
-                if needs_central_device(rec) {
+                if needs_central_device(rec) || rec.csr.is_some() {
                     shared.services.create_device(rec).await?;
                     commit(
                         shared,
@@ -460,6 +513,16 @@ async fn attempt<S: Services, I: Issuer>(
                     )
                     .await?;
                 }
+            }
+            State::DeviceCreated if rec.csr.is_some() => {
+                place_bundle(&shared.disk, rec, &shared.opts).await?;
+                commit(
+                    shared,
+                    run,
+                    rec,
+                    Transition::new(&id, State::DeviceCreated, State::BundleWritten),
+                )
+                .await?;
             }
             State::DeviceCreated => {
                 commit(
@@ -534,13 +597,27 @@ pub(super) async fn place_bundle(
 }
 
 fn bundle_contents(rec: &DeviceRecord, opts: &BatchOptions) -> Result<BundleContents, StepError> {
+    let first_cert = |cert_pem: &str| {
+        crate::cert::parse_pem_certs(cert_pem.as_bytes())
+            .ok()
+            .and_then(|mut v| (!v.is_empty()).then(|| v.remove(0)))
+    };
+    if let (Some(csr_sha256), Some(cert_pem)) = (&rec.csr_sha256, &rec.cert_pem) {
+        let credential = Credential::Certificate {
+            cert_pem: cert_pem.clone(),
+            fullchain_pem: rec.chain_pem.clone().unwrap_or_else(|| cert_pem.clone()),
+            csr_sha256: csr_sha256.clone(),
+        };
+        let thumbprint = first_cert(cert_pem)
+            .as_deref()
+            .map(crate::cert::sha1_thumbprint);
+        return Ok(bundle_of(rec, opts, credential, thumbprint));
+    }
     let mut thumbprint = None;
     let credential = match stored_credential(rec)? {
         StoredCredential::X509 { key_pem, chain_pem } => {
             let cert_pem = rec.cert_pem.clone().unwrap_or_default();
-            let cert_der = crate::cert::parse_pem_certs(cert_pem.as_bytes())
-                .ok()
-                .and_then(|mut v| (!v.is_empty()).then(|| v.remove(0)));
+            let cert_der = first_cert(&cert_pem);
             thumbprint = cert_der.as_deref().map(crate::cert::sha1_thumbprint);
             let pfx = match (&opts.pfx_password, cert_der) {
                 (Some(password), Some(cert_der)) => Some(pfx(
@@ -566,18 +643,28 @@ fn bundle_contents(rec: &DeviceRecord, opts: &BatchOptions) -> Result<BundleCont
         }
         StoredCredential::SymmetricKey(device_key) => Credential::SymmetricKey { device_key },
     };
-    Ok(BundleContents {
+    Ok(bundle_of(rec, opts, credential, thumbprint))
+}
+
+/// The bundle of a device with this credential: where it goes, from the journal and options.
+fn bundle_of(
+    rec: &DeviceRecord,
+    opts: &BatchOptions,
+    credential: Credential,
+    cert_sha1_thumbprint: Option<String>,
+) -> BundleContents {
+    BundleContents {
         device_id: rec
             .dps_device_id
             .clone()
             .unwrap_or_else(|| rec.device_id.clone()),
         registration_id: rec.device_id.clone(),
         id_scope: opts.id_scope.clone(),
-        assigned_hub: rec.assigned_hub.clone().unwrap_or_default(),
+        assigned_hub: rec.assigned_hub.clone(),
         dps_endpoint: opts.dps_endpoint.clone(),
-        cert_sha1_thumbprint: thumbprint,
+        cert_sha1_thumbprint,
         credential,
-    })
+    }
 }
 
 /// The device key as encrypted PKCS#8 PEM, as `iotc cert` writes it.
@@ -724,6 +811,20 @@ mod tests {
                 }
             })
         }
+
+        fn sign(&self, id: &RegistrationId, csr: &[u8]) -> Result<NewCredential, StepError> {
+            assert_eq!(csr, format!("CSR-{id}").as_bytes(), "the journal's CSR");
+            *self
+                .issued
+                .lock()
+                .unwrap()
+                .entry(id.to_string())
+                .or_default() += 1;
+            Ok(NewCredential::Certificate {
+                cert_pem: format!("CERT-{id}\n"),
+                chain_pem: format!("CERT-{id}\nCA\n"),
+            })
+        }
     }
 
     struct Batch {
@@ -746,6 +847,7 @@ mod tests {
                 devices: n as u64,
                 created_at: "now".into(),
                 issuer: None,
+                csr: false,
             };
             let mut j = Journal::create(&dir.path().join("j.sqlite"), meta).unwrap();
             let specs: Vec<DeviceSpec> = (0..n)
@@ -824,7 +926,7 @@ mod tests {
                 );
                 assert!(rec.secret.is_none());
                 let b = bundle::check(&self.dir.path().join("out").join(&rec.device_id)).unwrap();
-                assert_eq!(b.assigned_hub, "hub-1");
+                assert_eq!(b.assigned_hub.as_deref(), Some("hub-1"));
                 assert_eq!(b.id_scope, "0ne0000TEST");
             }
         }
@@ -846,6 +948,101 @@ mod tests {
         assert_eq!(b.run(None), RunStats::default());
     }
 
+    /// A CSR batch of `n` devices (the CSR of `dev-i` is `CSR-dev-i`), no IoT Central fields.
+    fn csr_batch(n: usize) -> Batch {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = BatchMeta {
+            group_id: "g".into(),
+            attestation: Attestation::X509,
+            source: "test".into(),
+            devices: n as u64,
+            created_at: "now".into(),
+            issuer: None,
+            csr: true,
+        };
+        let mut j = Journal::create(&dir.path().join("j.sqlite"), meta).unwrap();
+        let ids = (0..n)
+            .map(|i| RegistrationId::new(format!("dev-{i:03}")).unwrap())
+            .collect();
+        j.plan_with_csrs(&Source::Ids(ids), &mut |spec| {
+            Ok((
+                format!("CSR-{}", spec.device_id).into_bytes(),
+                "ab".repeat(32),
+            ))
+        })
+        .unwrap();
+        Batch {
+            dir,
+            fake: Arc::default(),
+            issuer: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn a_csr_batch_signs_creates_and_bundles_and_never_registers_or_keeps_a_key() {
+        for k in 1..16u64 {
+            let b = csr_batch(4);
+            // Crash after k commits (3 per device: cert_issued, device_created,
+            // bundle_written), then resume.
+            b.run_with(Some(k), 1);
+            let j = b.journal();
+            assert!(j.all().unwrap().iter().all(|r| r.secret.is_none()), "k={k}");
+            b.run(None);
+            let j = b.journal();
+            assert_eq!(j.counts().unwrap().done, 4, "k={k}");
+            let created = b.fake.created.lock().unwrap();
+            for rec in j.all().unwrap() {
+                let id = &rec.device_id;
+                assert_eq!(
+                    b.issuer.issued.lock().unwrap().get(id),
+                    Some(&1),
+                    "{id} signed once"
+                );
+                assert!(created.get(id).is_some_and(|n| *n >= 1), "{id} created");
+                assert!(rec.secret.is_none() && rec.register_calls == 0, "{id}");
+                assert_eq!(
+                    rec.cert_pem.as_deref(),
+                    Some(format!("CERT-{id}\n").as_str())
+                );
+                let folder = b.dir.path().join("out").join(id);
+                let json = bundle::check(&folder).unwrap();
+                assert_eq!(json.csr_sha256.as_deref(), Some("ab".repeat(32).as_str()));
+                assert_eq!(json.assigned_hub, None);
+                let mut files: Vec<String> = std::fs::read_dir(&folder)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect();
+                files.sort();
+                assert_eq!(
+                    files,
+                    [
+                        "bundle.json".to_string(),
+                        format!("{id}_cert.pem"),
+                        format!("{id}_fullchain.pem")
+                    ]
+                );
+            }
+            assert!(
+                b.fake.registered.lock().unwrap().is_empty(),
+                "never registered"
+            );
+            assert_eq!(b.fake.lookups.load(Ordering::SeqCst), 0);
+        }
+    }
+
+    #[test]
+    fn the_plan_of_a_csr_batch_creates_and_never_registers() {
+        let b = csr_batch(3);
+        b.run_with(Some(4), 1);
+        let plan = plan_journal(&b.journal()).unwrap();
+        assert!(plan.iter().all(|d| !d.register), "{plan:?}");
+        assert_eq!(
+            plan.iter().map(|d| d.create_device).collect::<Vec<_>>(),
+            [false, true, true],
+            "{plan:?}"
+        );
+    }
+
     #[test]
     fn a_crash_after_any_commit_resumes_to_exactly_once() {
         // 6 devices, X.509 with IoT Central creation: 5 commits each. Crash after every
@@ -855,11 +1052,29 @@ mod tests {
         // process, as in a real crash, and the resume rightly makes a new one, which would
         // defeat the "issued once" count below (the kill -9 end-to-end test covers
         // concurrency).
-        for symmetric in [false, true] {
-            for k in 1..30u64 {
+        // Commits per device: X.509 with IoT Central creation: cert issued, device created,
+        // registering, registered, bundle written; symmetric without: the key with
+        // registering (one commit), registered, bundle written.
+        for (symmetric, per_device) in [(false, 5u64), (true, 3)] {
+            let total = 6 * per_device;
+            for k in 1..=total + 1 {
                 let b = Batch::new(6, symmetric, !symmetric);
                 let first = b.run_with(Some(k), 1);
-                assert!(first.interrupted || first.completed == 6, "k={k}");
+                if k <= total {
+                    // The hook fired: the run stopped right after commit k, so exactly the
+                    // devices whose every commit came before it are done.
+                    assert!(first.interrupted, "k={k}: the crash never happened");
+                    assert_eq!(
+                        b.journal().counts().unwrap().done,
+                        k / per_device,
+                        "k={k}: the crash did not fall after commit {k}"
+                    );
+                } else {
+                    assert!(
+                        !first.interrupted && first.completed == 6,
+                        "k={k}: the batch takes {total} commits, it needs no crash"
+                    );
+                }
                 let second = b.run(None);
                 assert!(!second.interrupted);
                 b.assert_all_done_exactly_once(6);

@@ -16,7 +16,7 @@ use super::engine::{chain, drive, AttemptError, Job, Run, RunStats, StepError};
 use super::journal::{DeviceRecord, Journal, JournalError, JournalWriter};
 use super::ledger::{self, RenewState, RenewStep, Renewal, Round};
 use super::provision::{place_bundle, Assignment, BatchOptions, Services, StoredCredential};
-use crate::cert::{Authority, Issued, LeafOptions};
+use crate::cert::{Authority, DeviceCsr, Issued, LeafOptions};
 use crate::ids::RegistrationId;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -51,29 +51,20 @@ pub fn csr_path(dir: &Path, device_id: &str) -> PathBuf {
     }
 }
 
-/// Signs a device's CSR for renewal: the CSR checks of [`Authority::sign_csr`] (its
-/// signature verifies, the key type is supported, the CN is a valid registration id) plus
-/// the one renewal adds, CN = the device being renewed. One function, so the CSR batches of
-/// `provision` can take it over.
+/// Signs a device's CSR for renewal with the checks of a CSR batch
+/// ([`DeviceCsr::for_device`]: the signature verifies, the key type is allowed, the CN is the
+/// device id exactly, no CA request), so a renewed device meets the rules it was issued under.
 pub fn sign_device_csr(
     ca: &Authority,
     csr: &[u8],
-    device_id: &str,
+    device_id: &RegistrationId,
     opts: &LeafOptions,
 ) -> Result<Issued, StepError> {
-    let issued = ca
-        .sign_csr(csr, opts)
-        .map_err(|e| StepError::permanent(format!("the CSR of {device_id}: {}", chain(&e))))?;
-    let cn = crate::cert::inspect(&issued.cert_der)
-        .map_err(|e| StepError::permanent(chain(&e)))?
-        .common_name;
-    if cn.as_deref() != Some(device_id) {
-        return Err(StepError::permanent(format!(
-            "the CSR of {device_id} is for {:?}: its CN must be the device id",
-            cn.unwrap_or_default()
-        )));
-    }
-    Ok(issued)
+    let problem = |e: crate::cert::CertError| {
+        StepError::permanent(format!("the CSR of {device_id}: {}", chain(&e)))
+    };
+    let checked = DeviceCsr::for_device(csr, device_id).map_err(problem)?;
+    ca.sign_device_csr(&checked, opts).map_err(problem)
 }
 
 /// The certificate expiry (notAfter) of a PEM certificate, when it can be read.
@@ -211,8 +202,10 @@ impl<S: Services + CertificateLookup> Renew<S> {
                                     path.display()
                                 ))
                             })?;
+                            let reg = RegistrationId::new(id.clone())
+                                .map_err(|e| StepError::permanent(e.to_string()))?;
                             let issued =
-                                sign_device_csr(&self.source.ca, &csr, &id, &self.source.leaf)?;
+                                sign_device_csr(&self.source.ca, &csr, &reg, &self.source.leaf)?;
                             (
                                 RenewState::Issued,
                                 RenewStep {
@@ -504,6 +497,7 @@ mod tests {
             devices: ids.len() as u64,
             created_at: "now".into(),
             issuer: None,
+            csr: false,
         };
         let mut j = Journal::create(&path, meta).unwrap();
         let specs: Vec<_> = ids

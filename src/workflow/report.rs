@@ -78,6 +78,36 @@ impl DeviceReport {
     }
 }
 
+/// What a run asked of IoT Central, from its client's counters: how much of the
+/// application's shared limit it used and how often the service pushed back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CentralUse {
+    /// Requests sent (every attempt).
+    pub requests: u64,
+    /// Of them, retries.
+    pub retries: u64,
+    /// 429 answers.
+    pub throttled: u64,
+    /// The client's pacing rate at the end (requests/s; below the configured rate while the
+    /// application's limit was shared with other callers). Absent when pacing is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pacing_rate: Option<f64>,
+}
+
+impl CentralUse {
+    /// The counters of `client` (and its clones).
+    pub fn of(client: &crate::central::Client) -> CentralUse {
+        let stats = client.stats();
+        CentralUse {
+            requests: stats.attempts,
+            retries: stats.retries,
+            throttled: stats.throttled,
+            pacing_rate: client.pacing_rate().map(|r| (r * 10.0).round() / 10.0),
+        }
+    }
+}
+
 /// How a batch run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -128,6 +158,10 @@ pub struct Report {
     pub devices_per_second: f64,
     /// Every failed device.
     pub failures: Vec<FailedDevice>,
+    /// What this run asked of IoT Central (absent when the services have no IoT Central
+    /// client, as in tests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iot_central: Option<CentralUse>,
     /// Every device of the batch, in batch order, with what became of it in this run.
     pub devices: Vec<DeviceReport>,
 }
@@ -226,6 +260,7 @@ impl Report {
                 0.0
             },
             failures,
+            iot_central: None,
             devices,
         }
     }
@@ -264,6 +299,18 @@ impl Report {
             self.elapsed_seconds,
             self.devices_per_second
         );
+        if let Some(c) = &self.iot_central {
+            let _ = writeln!(
+                s,
+                "IoT Central: {} request(s), {} retried, {} throttled (429){}",
+                c.requests,
+                c.retries,
+                c.throttled,
+                c.pacing_rate
+                    .map(|r| format!(", pacing at {r} requests/s at the end"))
+                    .unwrap_or_default()
+            );
+        }
         for f in self.failures.iter().take(max_listed) {
             let _ = writeln!(
                 s,
@@ -321,6 +368,7 @@ mod tests {
             devices: 3,
             created_at: now_rfc3339(),
             issuer: None,
+            csr: false,
         };
         let statuses = vec![
             status("d1", State::BundleWritten, None, 0),

@@ -373,6 +373,7 @@ mod tests {
             devices: ids.len() as u64,
             created_at: "now".into(),
             issuer: None,
+            csr: false,
         };
         let mut j = Journal::create(&path, meta).unwrap();
         let specs: Vec<_> = ids

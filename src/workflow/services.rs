@@ -44,6 +44,19 @@ impl Issuer for X509Issuer {
             chain_pem: issued.chain_pem.clone(),
         })
     }
+
+    fn sign(&self, id: &RegistrationId, csr: &[u8]) -> Result<NewCredential, StepError> {
+        let csr = crate::cert::DeviceCsr::for_device(csr, id)
+            .map_err(|e| StepError::permanent(format!("CSR of {id}: {}", chain(&e))))?;
+        let issued = self
+            .authority
+            .sign_device_csr(&csr, &self.options)
+            .map_err(|e| StepError::permanent(chain(&e)))?;
+        Ok(NewCredential::Certificate {
+            cert_pem: issued.cert_pem,
+            chain_pem: issued.chain_pem,
+        })
+    }
 }
 
 /// Derives device keys from an enrollment group's symmetric key.
@@ -128,6 +141,10 @@ fn assignment(r: crate::dps::Registration, rec: &DeviceRecord) -> Result<Assignm
 }
 
 impl Services for RealServices {
+    fn central(&self) -> Option<crate::central::Client> {
+        Some(self.central.clone())
+    }
+
     async fn create_device(&self, rec: &DeviceRecord) -> Result<(), StepError> {
         let device = Device {
             display_name: rec.display_name.clone(),

@@ -201,7 +201,7 @@ fn expiring_within_selects_and_csrs_renew_without_the_station_holding_keys() {
     let out = renew(&emu, &["--csr-dir", "csrs", "--no-progress"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "one device failed: {text}");
-    assert!(text.contains("its CN must be the device id"), "{text}");
+    assert!(text.contains("the CN must be the device id"), "{text}");
     let cert = emu.path("out/renewal-1/c-1/c-1_cert.pem");
     let (ok, v) = openssl_verify(
         &emu.path("pki/root_cert.pem"),
@@ -310,4 +310,44 @@ fn renew_killed_9_mid_way_and_rerun_reregisters_every_device_once_with_its_new_c
         );
     }
     assert!(!emu.path("out/renewal-2").exists());
+}
+
+#[test]
+fn a_csr_batch_is_renewed_only_from_new_csrs() {
+    let emu = Emu::start(None);
+    emu.cmd()
+        .args(["onboard", "x509", "--group", "line", "--ca", "pki/root"])
+        .args(["--intermediate", "pki/line", "--no-password"])
+        .assert()
+        .success();
+    std::fs::create_dir_all(emu.path("csrs")).unwrap();
+    crate::common_cert::ossl_csr(emu.dir.path(), "d-1.key", "d-1", "csrs/d-1.csr");
+    emu.cmd()
+        .args([
+            "provision",
+            "--csr-dir",
+            "csrs",
+            "--journal",
+            "line.journal",
+        ])
+        .args(["--out", "out", "--group", "line", "--ca", "pki/line"])
+        .assert()
+        .success();
+    // Without --csr-dir the station would make the device a key: refused, nothing planned.
+    let out = renew(&emu, &["--no-password", "--no-progress"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("is a CSR batch") && err.contains("--csr-dir"),
+        "{err}"
+    );
+    assert!(!emu.path("out/renewal-1").exists());
+    let out = renew(&emu, &["--csr-dir", "csrs", "--no-progress"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(emu.path("out/renewal-1/d-1/d-1_cert.pem").exists());
+    assert!(!emu.path("out/renewal-1/d-1/d-1_key.pem").exists());
 }

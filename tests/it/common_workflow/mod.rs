@@ -101,6 +101,39 @@ impl Emu {
             .expect("valid settings");
     }
 
+    /// Runs the real binary with `args`, every request delayed by `latency_ms`, and kills it
+    /// with SIGKILL after a random time in `delay_ms`; then lifts the delay. Returns the time
+    /// it ran and whether it was still running when killed.
+    pub fn kill_9_at_random(
+        &self,
+        args: &[String],
+        latency_ms: u64,
+        delay_ms: std::ops::Range<u64>,
+    ) -> (std::time::Duration, bool) {
+        self.settings(serde_json::json!({"faults": {"latencyMs": latency_ms}}));
+        let mut child = self
+            .iotc()
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = std::time::Duration::from_millis(rand::random_range(delay_ms));
+        std::thread::sleep(delay);
+        let running = child.try_wait().unwrap().is_none();
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        self.settings(serde_json::json!({"faults": {"latencyMs": 0}}));
+        (delay, running)
+    }
+
+    /// What the emulator counted (the snapshot `GET /emulator/stats` gives): DPS
+    /// registrations per device, verification codes and proofs of possession per group
+    /// certificate, injected faults.
+    pub fn stats(&self) -> iotc::emulator::stats::Stats {
+        self.emulator.as_ref().unwrap().stats().expect("stats")
+    }
+
     /// Every device the application has, by id.
     pub fn devices(&self) -> Vec<iotc::central::models::Device> {
         let c = self.client();
@@ -154,14 +187,12 @@ pub fn bundles(
 }
 
 impl Emu {
-    /// DPS's registration record of a bundled X.509 device, read with the device's own
-    /// credential through the status lookup (which does not register it again).
-    pub fn registration_state(&self, out: &Path, id: &str) -> iotc::dps::Registration {
-        let dir = out.join(id);
-        let chain = std::fs::read(dir.join(format!("{id}_fullchain.pem"))).unwrap();
-        let key = std::fs::read(dir.join(format!("{id}_key.pem"))).unwrap();
+    /// A DPS client of this emulator for an X.509 device: its chain and key (PEM files).
+    pub fn dps_client(&self, chain: &Path, key: &Path) -> iotc::dps::Client {
+        let chain = std::fs::read(chain).unwrap();
+        let key = std::fs::read(key).unwrap();
         let identity = iotc::dps::X509Identity::from_pem(&chain, &key, None).unwrap();
-        let client = iotc::dps::Client::new(
+        iotc::dps::Client::new(
             self.info.id_scope.parse().unwrap(),
             iotc::dps::Attestation::X509(identity),
             iotc::dps::ClientOptions {
@@ -170,7 +201,17 @@ impl Emu {
                 ..Default::default()
             },
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    /// DPS's registration record of a bundled X.509 device, read with the device's own
+    /// credential through the status lookup (which does not register it again).
+    pub fn registration_state(&self, out: &Path, id: &str) -> iotc::dps::Registration {
+        let dir = out.join(id);
+        let client = self.dps_client(
+            &dir.join(format!("{id}_fullchain.pem")),
+            &dir.join(format!("{id}_key.pem")),
+        );
         self.rt
             .block_on(client.status_lookup(&id.parse().unwrap()))
             .unwrap()
@@ -195,4 +236,19 @@ impl Emu {
             "{id} was registered more than once"
         );
     }
+}
+
+/// `(deviceId, field)` of every device of a report or status document (`devices: [...]`).
+pub fn per_device(doc: &serde_json::Value, field: &str) -> Vec<(String, String)> {
+    doc["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["deviceId"].as_str().unwrap().to_owned(),
+                d[field].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
 }
