@@ -9,6 +9,9 @@
 # machine, never written into the clone). A crash fails the run; its input is in
 # fuzz/artifacts/<target>/ and is printed in base64 so CI logs keep it.
 #
+# FUZZ_JOBS targets run at once (default 1); FUZZ_BUILD_ONLY=1 installs cargo-fuzz and builds
+# the targets, nothing more (CI builds them early, in the background).
+#
 # Usage: scripts/fuzz.sh [target...]   (default: every target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,25 +31,41 @@ if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cd fuzz && cargo fuzz list)
 fi
 
-# One build of every target (release, debug assertions on, AddressSanitizer).
+# One build of every target (release profile of fuzz/Cargo.toml, debug assertions on,
+# AddressSanitizer).
 cargo fuzz build --fuzz-dir fuzz -O --debug-assertions
+[ -n "${FUZZ_BUILD_ONLY:-}" ] && exit 0
 
-status=0
-for t in "${targets[@]}"; do
-  work="$cache/fuzz-corpus/$t"
+# fuzz_one TARGET: runs it (the build above is reused) and prints its result as one block.
+fuzz_one() {
+  local t=$1 work="$cache/fuzz-corpus/$1" log="$cache/fuzz-$1.log"
   mkdir -p "$work"
-  echo "fuzz: $t for ${seconds}s"
   if ! cargo fuzz run --fuzz-dir fuzz -O --debug-assertions "$t" "$work" "fuzz/corpus/$t" -- \
       -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=8192 \
-      -print_final_stats=1 2>"$cache/fuzz-$t.log"; then
-    status=1
-    echo "fuzz: $t FAILED" >&2
-    tail -40 "$cache/fuzz-$t.log" >&2
-    for a in fuzz/artifacts/"$t"/*; do
-      [ -f "$a" ] && { echo "crash input $a (base64):" >&2; base64 -w0 "$a" >&2; echo >&2; }
-    done
-  else
-    grep -E "^stat::(number_of_executed_units|new_units_added)|cov:|corp:" "$cache/fuzz-$t.log" | tail -3 || true
+      -print_final_stats=1 2>"$log"; then
+    {
+      echo "fuzz: $t FAILED"
+      tail -40 "$log"
+      for a in fuzz/artifacts/"$t"/*; do
+        [ -f "$a" ] && { echo "crash input $a (base64):"; base64 -w0 "$a"; echo; }
+      done
+    } >&2
+    return 1
+  fi
+  echo "fuzz: $t ran ${seconds}s: $(grep -E "^stat::number_of_executed_units" "$log" | tr -s ' ' | cut -d: -f4) runs, $(grep -oE "cov: [0-9]+" "$log" | tail -1)"
+}
+
+jobs=${FUZZ_JOBS:-1}
+echo "fuzz: ${#targets[@]} target(s), ${seconds}s each, $jobs at a time"
+status=0
+pids=()
+for t in "${targets[@]}"; do
+  fuzz_one "$t" &
+  pids+=($!)
+  if [ ${#pids[@]} -ge "$jobs" ]; then
+    wait "${pids[0]}" || status=1
+    pids=("${pids[@]:1}")
   fi
 done
+for p in "${pids[@]}"; do wait "$p" || status=1; done
 exit $status

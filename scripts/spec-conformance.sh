@@ -32,6 +32,7 @@
 # all (default 300, shared 2:2:1 by the three runs), so the step stays within about 5 minutes.
 #
 # Usage: scripts/spec-conformance.sh [path/to/iotc]   (default: target/debug/iotc)
+#        scripts/spec-conformance.sh --install-only    (only the venv: CI makes it early)
 # Installs schemathesis from PyPI into a venv under ~/.cache/iotc-ci (reused when present).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,16 +45,21 @@ cache=${IOTC_CI_CACHE:-$HOME/.cache/iotc-ci}
 venv=$cache/venv
 st_version=4.32.5
 
+install_venv() {
+  if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$st_version"; then
+    mkdir -p "$cache"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$st_version"
+  fi
+}
+if [ "$bin" = --install-only ]; then install_venv; exit 0; fi
+
 [ -x "$bin" ] || { echo "spec-conformance: no binary at $bin (build it first)" >&2; exit 2; }
 for f in iotcentral-2022-07-31.json iotcentral-2022-10-31-preview.json dps-device-2021-10-01.json; do
   [ -f "$specs/$f" ] || { echo "spec-conformance: no spec at $specs/$f" >&2; exit 2; }
 done
 
-if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$st_version"; then
-  mkdir -p "$cache"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$st_version"
-fi
+install_venv
 
 work=$(mktemp -d)
 emu_pid=
