@@ -3,7 +3,8 @@
 #   - certificates: rcgen's floor, iotc in memory and on disk, the file system floor, encrypted
 #     keys, and a shell loop of the openssl CLI doing the same work (P-256 and RSA-2048);
 #   - the emulator's IoT Central API (reads and creates at three concurrency levels);
-#   - DPS X.509 registrations (sequential and concurrent; root- and intermediate-signed);
+#   - DPS X.509 registrations (sequential and concurrent; root- and intermediate-signed; over
+#     HTTPS and over MQTT);
 #   - factory batches (`iotc provision`, sequential next to concurrent; the 20 req/s limit;
 #     peak memory at 1,000 / 10,000 / 100,000 devices).
 #
@@ -41,6 +42,9 @@ cargo bench --no-run --quiet
     DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=1,8,32,64 cargo bench --quiet --bench dps_register
     echo "## dps_register, intermediate-signed devices"
     DPS_BENCH_INTERMEDIATE=1 DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=32 \
+        cargo bench --quiet --bench dps_register
+    echo "## dps_register over MQTT, root-signed devices (next to the HTTPS lines above)"
+    DPS_BENCH_TRANSPORT=mqtt DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=1,32 \
         cargo bench --quiet --bench dps_register
     echo "## workflow_batch"
     WF_BENCH_N=5000 WF_BENCH_CONCURRENCY=1,64 cargo bench --quiet --bench workflow_batch

@@ -19,7 +19,11 @@ pub enum DpsCommand {
         iotc dps register --id-scope 0ne0000000A --registration-id dev-1 \\\n    \
         --cert certs/dev-1_fullchain.pem --key certs/dev-1_key.pem --key-password-file pw.txt\n  \
         iotc dps register --id-scope 0ne0000000A --registration-id dev-2 --group-key-file group.key\n  \
-        iotc dps register --endpoint https://127.0.0.1:8443 --ca-file emu/ca_cert.pem ...")]
+        iotc dps register --endpoint https://127.0.0.1:8443 --ca-file emu/ca_cert.pem ...\n  \
+        iotc dps register --transport mqtt --id-scope 0ne0000000A --registration-id dev-2 \\\n    \
+        --group-key-file group.key   (MQTT on port 8883 of the endpoint's host)\n  \
+        iotc dps register --transport mqtt --mqtt-host 127.0.0.1:8883 --ca-file emu/ca_cert.pem ...\n    \
+        (the emulator's: its ready line's dpsMqttHost)")]
     Register(Box<RegisterArgs>),
     /// Derive a device key from an enrollment group key:
     /// base64(HMAC-SHA256(base64decode(group key), registration id)).
@@ -73,7 +77,27 @@ pub struct RegisterArgs {
     /// Give up when the registration is not assigned within this many seconds.
     #[arg(long, default_value_t = 120)]
     pub deadline: u64,
+    /// How to reach DPS: https (a request per step) or mqtt (MQTT 3.1.1 over TLS, one
+    /// connection for the register and its polls, as most device SDKs do).
+    #[arg(long, value_enum, default_value_t = TransportArg::Https)]
+    pub transport: TransportArg,
+    /// host:port of DPS over MQTT, for --transport mqtt [else IOTC_DPS_MQTT_HOST, else the
+    /// endpoint's host on port 8883].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub mqtt_host: Option<String>,
 }
+
+/// The values of `--transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportArg {
+    /// HTTPS.
+    Https,
+    /// MQTT 3.1.1 over TLS.
+    Mqtt,
+}
+
+/// The environment variable of `dps register --mqtt-host`.
+pub const ENV_DPS_MQTT_HOST: &str = "IOTC_DPS_MQTT_HOST";
 
 /// Arguments of `iotc dps derive-key`.
 #[derive(Debug, clap::Args)]
@@ -147,6 +171,9 @@ fn register(args: RegisterArgs, global: &GlobalArgs) -> CliResult {
             }
         }
     }
+    if args.mqtt_host.is_some() && args.transport != TransportArg::Mqtt {
+        return Err("--mqtt-host names the MQTT listener: give it with --transport mqtt".into());
+    }
     let payload = match &args.payload {
         Some(text) => Some(
             serde_json::from_str::<serde_json::Value>(text)
@@ -169,6 +196,14 @@ fn register(args: RegisterArgs, global: &GlobalArgs) -> CliResult {
         api_version: args.api_version.clone(),
         ca_pem,
         deadline: Duration::from_secs(args.deadline),
+        transport: match args.transport {
+            TransportArg::Https => dps::Transport::Https,
+            TransportArg::Mqtt => dps::Transport::Mqtt,
+        },
+        mqtt_host: args
+            .mqtt_host
+            .clone()
+            .or_else(|| std::env::var(ENV_DPS_MQTT_HOST).ok()),
         ..ClientOptions::default()
     };
     let rt = super::runtime()?;

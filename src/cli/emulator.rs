@@ -12,7 +12,9 @@ use std::path::PathBuf;
 /// Arguments of `iotc emulator`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  iotc emulator --data-dir /tmp/emu --api-listen 127.0.0.1:0 --rate-limit off"
+    after_help = "Examples:\n  iotc emulator --data-dir /tmp/emu --api-listen 127.0.0.1:0 --rate-limit off\n  \
+        iotc emulator --data-dir /tmp/emu --dps-mqtt-listen 127.0.0.1:0\n    \
+        (DPS over MQTT too; the ready line's dpsMqttHost says where)"
 )]
 pub struct EmulatorArgs {
     /// Folder of the database, the CA and emulator.json (created if missing).
@@ -24,6 +26,10 @@ pub struct EmulatorArgs {
     /// Address of the DPS listener (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub dps_listen: SocketAddr,
+    /// Also serve DPS over MQTT 3.1.1 (TLS) on this address (port 0: any free port); its
+    /// host:port is the ready line's `dpsMqttHost`. Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub dps_mqtt_listen: Option<SocketAddr>,
     /// Requests per second per application, or `off`.
     #[arg(long, default_value = "20", value_parser = parse_rate_limit)]
     pub rate_limit: RateLimit,
@@ -49,10 +55,13 @@ fn parse_rate_limit(s: &str) -> Result<RateLimit, String> {
 pub fn run(args: EmulatorArgs) -> CliResult {
     let rt = super::runtime()?;
     rt.block_on(async move {
-        let config = EmulatorConfig::new(args.data_dir)
+        let mut config = EmulatorConfig::new(args.data_dir)
             .api_listen(args.api_listen)
             .dps_listen(args.dps_listen)
             .rate_limit(args.rate_limit.0);
+        if let Some(addr) = args.dps_mqtt_listen {
+            config = config.dps_mqtt_listen(addr);
+        }
         let emu = Emulator::start(config).await?;
         println!("{}", serde_json::to_string(emu.info())?);
         use std::io::Write;

@@ -21,14 +21,17 @@ pub struct Env {
     pub dir: tempfile::TempDir,
 }
 
-/// Starts an emulator with no rate limit, one `assigning` poll and `Retry-After: 0`.
+/// Starts an emulator with no rate limit, one `assigning` poll and `Retry-After: 0`, serving
+/// DPS over HTTPS and over MQTT.
 pub async fn start() -> Env {
     start_in(tempfile::tempdir().unwrap()).await
 }
 
 /// The same, on the data folder `dir` (which may hold an earlier emulator's state).
 async fn start_in(dir: tempfile::TempDir) -> Env {
-    let mut config = EmulatorConfig::new(dir.path()).rate_limit(None);
+    let mut config = EmulatorConfig::new(dir.path())
+        .rate_limit(None)
+        .dps_mqtt_listen(([127, 0, 0, 1], 0).into());
     config.settings.dps_assigning_polls = 1;
     config.settings.dps_retry_after_seconds = 0;
     let emu = Emulator::start(config).await.unwrap();
@@ -67,6 +70,24 @@ impl Env {
             ca_pem: Some(self.ca_pem.clone()),
             deadline: Duration::from_secs(30),
             ..ClientOptions::default()
+        }
+    }
+
+    /// `host:port` of the emulator's DPS over MQTT.
+    pub fn mqtt_host(&self) -> String {
+        self.emu
+            .info()
+            .dps_mqtt_host
+            .clone()
+            .expect("MQTT listener on")
+    }
+
+    /// Client options that register over MQTT.
+    pub fn mqtt_options(&self) -> ClientOptions {
+        ClientOptions {
+            transport: iotc::dps::Transport::Mqtt,
+            mqtt_host: Some(self.mqtt_host()),
+            ..self.options()
         }
     }
 
