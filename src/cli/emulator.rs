@@ -63,31 +63,38 @@ pub fn run(args: EmulatorArgs) -> CliResult {
             config = config.dps_mqtt_listen(addr);
         }
         let emu = Emulator::start(config).await?;
+        let stop = stop_signal()?;
         println!("{}", serde_json::to_string(emu.info())?);
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        wait_for_signal().await?;
+        stop.await;
         eprintln!("iotc emulator: shutting down");
         emu.shutdown().await;
         Ok(super::EXIT_OK)
     })
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
+/// Takes SIGINT and SIGTERM over now, before the ready line is printed (a script that stops
+/// the emulator as soon as it reads the line must not meet the default action, which exits
+/// without the shutdown), and returns the wait for either.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        Ok(())
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c().await
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 

@@ -145,7 +145,10 @@ async fn x509_refusals_over_mqtt_carry_the_https_messages() {
             other => panic!("{other:?}"),
         }
     }
-    raw.send(common_mqtt::register(3, r#"{"registrationId":"mq-none"}"#))
+    // Subscribed again, so that an answer to the next request would be seen.
+    raw.send(common_mqtt::subscribe(3)).await;
+    assert!(matches!(raw.read().await, Read::Packet(Packet::SubAck(_))));
+    raw.send(common_mqtt::register(4, r#"{"registrationId":"mq-none"}"#))
         .await;
     loop {
         match raw.read().await {
@@ -328,12 +331,7 @@ async fn tls12_clean_session_off_and_qos1() {
         }
         other => panic!("{other:?}"),
     }
-    let mut sub = rumqttc::mqttbytes::v4::Subscribe::new(
-        iotc::dps::wire::mqtt::RESPONSE_FILTER,
-        QoS::AtLeastOnce,
-    );
-    sub.pkid = 9;
-    raw.send(Packet::Subscribe(sub)).await;
+    raw.send(common_mqtt::subscribe(9)).await;
     match raw.read().await {
         Read::Packet(Packet::SubAck(s)) => {
             assert_eq!(s.pkid, 9);
@@ -407,7 +405,8 @@ async fn bad_clients_end_their_own_connection_only() {
         b"{}".to_vec(),
     )));
     let cases: Vec<(&str, bool, Vec<u8>)> = vec![
-        ("garbage", false, b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+        ("an HTTP request", false, b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+        ("garbage", false, vec![0x00, 0x00, 0xde, 0xad]),
         (
             "publish before connect",
             false,
@@ -429,6 +428,7 @@ async fn bad_clients_end_their_own_connection_only() {
         ),
     ];
     for (what, after_connect, bytes) in cases {
+        let started = std::time::Instant::now();
         let mut bad = Raw::connect(&env.mqtt_host(), tls()).await;
         if after_connect {
             bad.send_bytes(&connect).await;
@@ -448,6 +448,12 @@ async fn bad_clients_end_their_own_connection_only() {
                 Read::Packet(p) => panic!("{what}: {p:?}"),
             }
         }
+        // Ended by the bad input itself, not by the listener's 10 s CONNECT timeout.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{what}: {:?}",
+            started.elapsed()
+        );
     }
 
     survivor
@@ -534,18 +540,6 @@ async fn throttled_registrations_are_retried_over_mqtt() {
     assert_eq!(r.device_id.as_deref(), Some("mq-429-1"));
 }
 
-/// Runs the real binary off the async workers (the emulator in this process keeps serving).
-async fn run_iotc(args: Vec<String>) -> std::process::Output {
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_iotc"))
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
-
 /// `iotc dps register --transport mqtt` prints what `--transport https` prints, for an
 /// X.509 device and a SAS device; HTTP-only flags are refused with MQTT's missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -614,6 +608,20 @@ async fn the_cli_registers_over_mqtt_with_the_https_output() {
             tables[1]
         );
     }
+    // Over MQTT the HTTPS endpoint is not contacted at all: a dead one does not matter.
+    let mut dead_endpoint = args("cli-mq-5", &sas, &mqtt);
+    let at = dead_endpoint
+        .iter()
+        .position(|a| a == "--endpoint")
+        .unwrap();
+    dead_endpoint[at + 1] = "https://127.0.0.1:1".into();
+    let out = run_iotc(dead_endpoint).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A refusal over MQTT reads as over HTTPS: the service's code and message, exit 2.
     let other = device(&root, "cli-mq-other");
     let w = iotc::cert::write_bundle(
@@ -646,7 +654,6 @@ async fn the_cli_registers_over_mqtt_with_the_https_output() {
 /// emulator.json; without the flag there is no such field (and no MQTT listener).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ready_line_names_the_mqtt_host_when_asked() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iotc"))
         .args(["emulator", "--data-dir"])
@@ -656,17 +663,7 @@ async fn the_ready_line_names_the_mqtt_host_when_asked() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
-        line
-    })
-    .await
-    .unwrap();
-    let ready: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    let ready = crate::common_emulator::ready_line(&mut child).await;
     let file: serde_json::Value = serde_json::from_str(
         std::fs::read_to_string(dir.path().join("emulator.json"))
             .unwrap()

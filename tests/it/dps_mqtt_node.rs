@@ -97,21 +97,18 @@ fn run_sdk(env: &Env, cases: &[Value], node_options: Option<&str>) -> Vec<Value>
     outcomes
 }
 
-/// Writes a device's certificate chain and key where the SDK reads them.
+/// Writes a device's certificate (its chain, or the leaf alone) and key where the SDK reads
+/// them, under a name of its own.
 fn files(dir: &Path, dev: &iotc::cert::Issued, chain: bool) -> (PathBuf, PathBuf) {
-    let name = dev.cert_der.len().to_string() + &rand_suffix();
-    let cert = dir.join(format!("{name}_cert.pem"));
-    let key = dir.join(format!("{name}_key.pem"));
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let cert = dir.join(format!("device-{n}_cert.pem"));
+    let key = dir.join(format!("device-{n}_key.pem"));
     let pem = if chain { &dev.chain_pem } else { &dev.cert_pem };
     std::fs::write(&cert, pem).unwrap();
     std::fs::write(&key, dev.key.as_ref().unwrap().pkcs8_pem().expose()).unwrap();
     (cert, key)
-}
-
-fn rand_suffix() -> String {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!("-{}", N.fetch_add(1, Ordering::Relaxed))
 }
 
 fn x509_case(env: &Env, rid: &str, (cert, key): (PathBuf, PathBuf)) -> Value {
@@ -175,40 +172,20 @@ async fn the_node_sdk_registers_over_mqtt_and_reads_every_refusal() {
         .unwrap();
     let other_key = iotc::dps::derive_device_key(group_key.expose(), "someone-else").unwrap();
 
+    // An X.509 device of `issuer` registering as `rid`, its chain whole or its leaf alone.
+    let x509 = |rid: &str, dev: &iotc::cert::Issued, chain: bool| {
+        x509_case(&env, rid, files(dir.path(), dev, chain))
+    };
     let cases = vec![
-        x509_case(
-            &env,
-            "node-root-1",
-            files(dir.path(), &device(&ca, "node-root-1"), true),
-        ),
-        x509_case(
-            &env,
-            "node-inter-1",
-            files(dir.path(), &device(&inter, "node-inter-1"), true),
-        ),
+        x509("node-root-1", &device(&ca, "node-root-1"), true),
+        x509("node-inter-1", &device(&inter, "node-inter-1"), true),
         sas_case(&env, "node-sas-1", &device_key("node-sas-1")),
         // Refusals.
-        x509_case(
-            &env,
-            "node-u-1",
-            files(dir.path(), &device(&pending, "node-u-1"), true),
-        ),
-        x509_case(
-            &env,
-            "node-f-1",
-            files(dir.path(), &device(&foreign, "node-f-1"), true),
-        ),
-        x509_case(
-            &env,
-            "node-cn-b",
-            files(dir.path(), &device(&ca, "node-cn-a"), true),
-        ),
-        x509_case(
-            &env,
-            "node-inc-1",
-            files(dir.path(), &device(&inter, "node-inc-1"), false),
-        ),
-        x509_case(&env, "node-expired", files(dir.path(), &expired, true)),
+        x509("node-u-1", &device(&pending, "node-u-1"), true),
+        x509("node-f-1", &device(&foreign, "node-f-1"), true),
+        x509("node-cn-b", &device(&ca, "node-cn-a"), true),
+        x509("node-inc-1", &device(&inter, "node-inc-1"), false),
+        x509("node-expired", &expired, true),
         sas_case(&env, "node-sas-2", other_key.expose()),
         json!({
             "transport": "mqtt", "host": env.mqtt_host(), "idScope": "0ne99999999",
@@ -266,11 +243,7 @@ async fn the_node_sdk_registers_over_mqtt_and_reads_every_refusal() {
         &env,
         &[
             sas_case(&env, "node-sas-4", &device_key("node-sas-4")),
-            x509_case(
-                &env,
-                "node-tls12",
-                files(dir.path(), &device(&ca, "node-tls12"), true),
-            ),
+            x509("node-tls12", &device(&ca, "node-tls12"), true),
         ],
         Some("--tls-max-v1.2"),
     );

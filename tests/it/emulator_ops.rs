@@ -4,7 +4,7 @@
 
 use crate::common_emulator;
 
-use common_emulator::{client_for, Emu, GA};
+use common_emulator::{client_for, ready_line, Emu, GA};
 use serde_json::json;
 
 #[tokio::test]
@@ -242,22 +242,6 @@ async fn concurrent_writers_lose_nothing() {
         next = v["nextLink"].as_str().map(str::to_owned);
     }
     assert_eq!(n, 200);
-}
-
-/// The first line `iotc emulator` prints on stdout, which must be one JSON object.
-async fn ready_line(child: &mut std::process::Child) -> serde_json::Value {
-    use std::io::BufRead;
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
-        line
-    })
-    .await
-    .unwrap();
-    serde_json::from_str(line.trim()).expect("one JSON line")
 }
 
 #[tokio::test]

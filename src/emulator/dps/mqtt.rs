@@ -166,6 +166,16 @@ impl Session {
             return steps;
         }
         self.buffer.extend_from_slice(input);
+        // The first byte tells a CONNECT (type 1, no flags) from anything else, so a stream
+        // that cannot be MQTT (an HTTP request, TLS inside TLS) ends now, not at the timeout.
+        if matches!(self.state, State::AwaitingConnect)
+            && self.buffer.first().is_some_and(|b| *b != 0x10)
+        {
+            self.state = State::Closed;
+            self.buffer.clear();
+            steps.push(Step::Close("the first packet is not CONNECT".into()));
+            return steps;
+        }
         loop {
             match Packet::read(&mut self.buffer, MAX_PACKET_SIZE) {
                 Ok(packet) => {
@@ -845,6 +855,11 @@ mod tests {
                 "second CONNECT",
             ),
             (connected(), vec![0xff, 0x00], "unreadable"),
+            (
+                Session::new(SCOPE),
+                b"GET / HTTP/1.1\r\n".to_vec(),
+                "not CONNECT",
+            ),
             (
                 connected(),
                 vec![0x30, 0xff, 0xff, 0xff, 0x7f],

@@ -236,3 +236,15 @@ pub fn key_der(dev: &Issued) -> Vec<u8> {
 pub fn rid(id: &str) -> iotc::ids::RegistrationId {
     id.parse().unwrap()
 }
+
+/// Runs the real binary off the async workers (the emulator in this process keeps serving).
+pub async fn run_iotc(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_iotc"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}

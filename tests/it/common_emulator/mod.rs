@@ -173,3 +173,19 @@ pub fn assert_error_shape(status: u16, headers: &reqwest::header::HeaderMap, v: 
         "unexpected {status}: {v}"
     );
 }
+
+/// The first line `iotc emulator` prints on stdout, which must be one JSON object.
+pub async fn ready_line(child: &mut std::process::Child) -> serde_json::Value {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    serde_json::from_str(line.trim()).expect("one JSON line")
+}

@@ -100,7 +100,7 @@ impl Raw {
         self.send_bytes(&encode(&packet)).await;
     }
 
-    /// The next packet, or `Closed`; panics when nothing comes within 10 s.
+    /// The next packet, or `Closed`; panics when nothing comes within 20 s.
     pub async fn read(&mut self) -> Read {
         loop {
             match Packet::read(&mut self.buffer, 1024 * 1024) {
@@ -108,10 +108,11 @@ impl Raw {
                 Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
                 Err(e) => panic!("the listener sent an unreadable packet: {e}"),
             }
+            // Longer than the listener's own 10 s CONNECT timeout, so a test sees its verdict.
             let n =
-                tokio::time::timeout(Duration::from_secs(10), self.tls.read_buf(&mut self.buffer))
+                tokio::time::timeout(Duration::from_secs(20), self.tls.read_buf(&mut self.buffer))
                     .await
-                    .expect("the listener answers or closes within 10 s");
+                    .expect("the listener answers or closes within 20 s");
             match n {
                 Ok(0) | Err(_) => return Read::Closed,
                 Ok(_) => {}
@@ -141,9 +142,7 @@ impl Raw {
             }
             other => panic!("expected CONNACK, got {other:?}"),
         }
-        let mut sub = Subscribe::new(RESPONSE_FILTER, QoS::AtLeastOnce);
-        sub.pkid = 1;
-        self.send(Packet::Subscribe(sub)).await;
+        self.send(subscribe(1)).await;
         assert!(matches!(self.read().await, Read::Packet(Packet::SubAck(_))));
     }
 }
@@ -163,6 +162,13 @@ pub fn connect(scope: &str, rid: &str, password: &str, clean: bool) -> Packet {
         password,
     );
     Packet::Connect(c)
+}
+
+/// `SUBSCRIBE $dps/registrations/res/#` at QoS 1.
+pub fn subscribe(pkid: u16) -> Packet {
+    let mut sub = Subscribe::new(RESPONSE_FILTER, QoS::AtLeastOnce);
+    sub.pkid = pkid;
+    Packet::Subscribe(sub)
 }
 
 pub fn register(rid: u16, body: &str) -> Packet {
