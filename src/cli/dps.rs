@@ -82,7 +82,7 @@ pub struct RegisterArgs {
     #[arg(long, value_enum, default_value_t = TransportArg::Https)]
     pub transport: TransportArg,
     /// host:port of DPS over MQTT, for --transport mqtt [else IOTC_DPS_MQTT_HOST, else the
-    /// endpoint's host on port 8883].
+    /// profile's (an emulator's dpsMqttHost), else the endpoint's host on port 8883].
     #[arg(long, value_name = "HOST:PORT")]
     pub mqtt_host: Option<String>,
 }
@@ -95,9 +95,6 @@ pub enum TransportArg {
     /// MQTT 3.1.1 over TLS.
     Mqtt,
 }
-
-/// The environment variable of `dps register --mqtt-host`.
-pub const ENV_DPS_MQTT_HOST: &str = "IOTC_DPS_MQTT_HOST";
 
 /// Arguments of `iotc dps derive-key`.
 #[derive(Debug, clap::Args)]
@@ -200,10 +197,7 @@ fn register(args: RegisterArgs, global: &GlobalArgs) -> CliResult {
             TransportArg::Https => dps::Transport::Https,
             TransportArg::Mqtt => dps::Transport::Mqtt,
         },
-        mqtt_host: args
-            .mqtt_host
-            .clone()
-            .or_else(|| std::env::var(ENV_DPS_MQTT_HOST).ok()),
+        mqtt_host: args.mqtt_host.clone().or(target.mqtt_host),
         ..ClientOptions::default()
     };
     let rt = super::runtime()?;

@@ -648,6 +648,50 @@ async fn the_cli_registers_over_mqtt_with_the_https_output() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--transport mqtt"), "{stderr}");
     assert!(env.central.get_device("cli-mq-4").await.is_err());
+
+    // A profile made from the emulator's emulator.json knows its dpsMqttHost: no flag needed.
+    let config = files.path().join("config.json");
+    let with_config = |args: &[&str]| -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_iotc"));
+        c.env("IOTC_CONFIG", &config).args(args);
+        c
+    };
+    let data_dir = env.dir.path().display().to_string();
+    let out = tokio::task::spawn_blocking({
+        let mut c = with_config(&["config", "set", "local", "--emulator", &data_dir]);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let group = group_file.display().to_string();
+    let out = tokio::task::spawn_blocking({
+        let mut c = with_config(&[
+            "--profile",
+            "local",
+            "dps",
+            "register",
+            "--registration-id",
+            "cli-mq-6",
+            "--group-key-file",
+            &group,
+            "--transport",
+            "mqtt",
+        ]);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cli-mq-6"));
 }
 
 /// `iotc emulator --dps-mqtt-listen` serves MQTT and says where in the ready line and in
