@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
                     let _ = session.answer(request.rid(), 202, b"{}", Some(1));
                     let _ = session.answer(request.rid(), 401, b"{}", None);
                 }
-                Step::Close(_) => closed = true,
+                Step::Close(_) | Step::End => closed = true,
                 Step::Send(_) => {}
             }
         }

@@ -4,7 +4,8 @@
 //! One connection carries the whole registration, as the SDKs do it: `CONNECT` (client id =
 //! registration id, user name `{idScope}/registrations/{registrationId}/api-version=...`,
 //! password = a SAS token for a symmetric-key device; an X.509 device presents leaf + chain
-//! in the TLS handshake), `SUBSCRIBE` to the answers, `PUBLISH` the register request, then
+//! in the TLS handshake), `SUBSCRIBE` to the answers, `PUBLISH` the register request (the
+//! three in one write, as MQTT allows), then
 //! the operation polls, each after the `retry-after` of the answer before (capped), and
 //! `DISCONNECT`. Answers are read with the same rules as over HTTPS ([`super::client`]):
 //! 429 and 5xx are retried on the same connection, a dropped connection starts over on a new
@@ -159,7 +160,8 @@ impl Connector {
         }
     }
 
-    /// TCP, TLS, `CONNECT` (refusals typed), `SUBSCRIBE` to the answers.
+    /// TCP and TLS, then `CONNECT` and `SUBSCRIBE` queued: they leave with the first request,
+    /// and [`Conn::finish_handshake`] reads their acknowledgements.
     async fn connect(
         &self,
         id_scope: &IdScope,
@@ -194,8 +196,10 @@ impl Connector {
         let mut conn = Conn {
             tls,
             buffer: BytesMut::new(),
+            out: BytesMut::new(),
             next_packet_id: 0,
             timeout: opts.request_timeout,
+            handshake: None,
         };
 
         let mut connect = Connect::new(registration_id.as_str());
@@ -228,36 +232,19 @@ impl Connector {
         };
         let password = zeroize::Zeroizing::new(password);
         connect.set_login(username, password.as_str());
-        conn.send(Packet::Connect(connect), "connect").await?;
-        match conn.recv("connect").await? {
-            Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success => {}
-            Packet::ConnAck(ack) => {
-                return Err(DpsError::MqttConnectRefused {
-                    registration_id: registration_id.to_string(),
-                    reason: connack_reason(ack.code).to_owned(),
-                })
-            }
-            other => return Err(unexpected("connect", &other)),
-        }
+        conn.queue(Packet::Connect(connect), "connect")?;
+        // MQTT lets a client go on without waiting for the CONNACK (3.1.1 §3.1.4): the
+        // SUBSCRIBE and the first request leave in the same write, and their acknowledgements
+        // are read before the first answer ([`Conn::finish_handshake`]).
         let pkid = conn.packet_id();
         let mut subscribe = Subscribe::new(RESPONSE_FILTER, QoS::AtLeastOnce);
         subscribe.pkid = pkid;
-        conn.send(Packet::Subscribe(subscribe), "subscribe").await?;
-        loop {
-            match conn.recv("subscribe").await? {
-                Packet::SubAck(ack) if ack.pkid == pkid => {
-                    if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
-                        return Err(DpsError::Decode {
-                            operation: "subscribe",
-                            detail: format!("DPS refused the subscription to {RESPONSE_FILTER}"),
-                        });
-                    }
-                    return Ok(conn);
-                }
-                Packet::PingResp => {}
-                other => return Err(unexpected("subscribe", &other)),
-            }
-        }
+        conn.queue(Packet::Subscribe(subscribe), "subscribe")?;
+        conn.handshake = Some(Handshake {
+            registration_id: registration_id.to_string(),
+            subscribe_pkid: pkid,
+        });
+        Ok(conn)
     }
 }
 
@@ -299,7 +286,9 @@ impl Run<'_> {
             };
             let mut publish = Publish::new(topic, QoS::AtLeastOnce, payload.to_vec());
             publish.pkid = rid;
-            conn.send(Packet::Publish(publish), operation).await?;
+            conn.queue(Packet::Publish(publish), operation)?;
+            conn.flush(operation).await?;
+            conn.finish_handshake().await?;
             let answer = conn.answer(operation, &rid.to_string()).await?;
             let retry_after = answer
                 .retry_after
@@ -350,8 +339,18 @@ struct Answer {
 struct Conn {
     tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
     buffer: BytesMut,
+    /// Packets encoded, not yet written.
+    out: BytesMut,
     next_packet_id: u16,
     timeout: Duration,
+    /// The CONNECT and SUBSCRIBE sent whose acknowledgements are still to be read.
+    handshake: Option<Handshake>,
+}
+
+/// What [`Conn::finish_handshake`] checks.
+struct Handshake {
+    registration_id: String,
+    subscribe_pkid: u16,
 }
 
 impl Conn {
@@ -362,13 +361,24 @@ impl Conn {
     }
 
     async fn send(&mut self, packet: Packet, operation: &'static str) -> Result<(), DpsError> {
-        let mut out = BytesMut::new();
+        self.queue(packet, operation)?;
+        self.flush(operation).await
+    }
+
+    /// Encodes `packet` to be written by the next [`Conn::flush`].
+    fn queue(&mut self, packet: Packet, operation: &'static str) -> Result<(), DpsError> {
         packet
-            .write(&mut out, MAX_PACKET_SIZE)
+            .write(&mut self.out, MAX_PACKET_SIZE)
+            .map(|_| ())
             .map_err(|e| DpsError::Decode {
                 operation,
                 detail: format!("cannot encode the packet: {e}"),
-            })?;
+            })
+    }
+
+    /// Writes what was queued, in one go.
+    async fn flush(&mut self, operation: &'static str) -> Result<(), DpsError> {
+        let out = self.out.split();
         let io = async {
             self.tls.write_all(&out).await?;
             self.tls.flush().await
@@ -424,6 +434,39 @@ impl Conn {
         }
     }
 
+    /// Reads the CONNACK (a refusal is [`DpsError::MqttConnectRefused`]) and the SUBACK of
+    /// the handshake, once.
+    async fn finish_handshake(&mut self) -> Result<(), DpsError> {
+        let Some(handshake) = self.handshake.take() else {
+            return Ok(());
+        };
+        match self.recv("connect").await? {
+            Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success => {}
+            Packet::ConnAck(ack) => {
+                return Err(DpsError::MqttConnectRefused {
+                    registration_id: handshake.registration_id,
+                    reason: connack_reason(ack.code).to_owned(),
+                })
+            }
+            other => return Err(unexpected("connect", &other)),
+        }
+        loop {
+            match self.recv("subscribe").await? {
+                Packet::SubAck(ack) if ack.pkid == handshake.subscribe_pkid => {
+                    if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
+                        return Err(DpsError::Decode {
+                            operation: "subscribe",
+                            detail: format!("DPS refused the subscription to {RESPONSE_FILTER}"),
+                        });
+                    }
+                    return Ok(());
+                }
+                Packet::PingResp => {}
+                other => return Err(unexpected("subscribe", &other)),
+            }
+        }
+    }
+
     /// Waits for the answer to request `rid`, acknowledging what DPS publishes.
     async fn answer(&mut self, operation: &'static str, rid: &str) -> Result<Answer, DpsError> {
         loop {
@@ -433,8 +476,8 @@ impl Conn {
                 other => return Err(unexpected(operation, &other)),
             };
             if publish.qos == QoS::AtLeastOnce {
-                self.send(Packet::PubAck(PubAck::new(publish.pkid)), operation)
-                    .await?;
+                // Leaves with the next request (or the DISCONNECT).
+                self.queue(Packet::PubAck(PubAck::new(publish.pkid)), operation)?;
             }
             let Some((status, answer_rid, retry_after)) = parse_answer_topic(&publish.topic) else {
                 tracing::debug!(topic = %publish.topic, "ignoring a DPS message on an unknown topic");

@@ -118,6 +118,8 @@ pub enum Step {
     Serve(Request),
     /// Close the connection (after writing what came before); the reason is for the log.
     Close(String),
+    /// The device sent `DISCONNECT`: close the connection, nothing went wrong.
+    End,
 }
 
 #[derive(Debug)]
@@ -159,7 +161,7 @@ impl Session {
     }
 
     /// Reads `input` (any split of the byte stream) and returns what to do for every packet
-    /// it completes. After a [`Step::Close`] nothing more is read.
+    /// it completes. After a [`Step::Close`] or [`Step::End`] nothing more is read.
     pub fn feed(&mut self, input: &[u8]) -> Vec<Step> {
         let mut steps = Vec::new();
         if matches!(self.state, State::Closed) {
@@ -300,7 +302,10 @@ impl Session {
                 steps.push(Step::Send(Packet::PingResp));
                 false
             }
-            Packet::Disconnect => close(steps, "the client disconnected".into()),
+            Packet::Disconnect => {
+                steps.push(Step::End);
+                true
+            }
             Packet::Connect(_) => close(steps, "a second CONNECT on one connection".into()),
             other => close(
                 steps,
@@ -521,19 +526,23 @@ async fn connection(
             },
             _ = shutdown.changed() => return close(tls).await,
         };
+        // What the packets of this read call for is written in one go, after them.
+        let mut out = BytesMut::new();
         for step in session.feed(&read[..n]) {
             match step {
-                Step::Send(packet) => {
-                    if write(&mut tls, &packet).await.is_err() {
-                        return;
-                    }
+                Step::Send(packet) => encode(&packet, &mut out),
+                Step::End => {
+                    let _ = write(&mut tls, &out).await;
+                    return close(tls).await;
                 }
                 Step::Close(why) => {
                     tracing::info!("DPS MQTT connection closed: {why}");
+                    let _ = write(&mut tls, &out).await;
                     return close(tls).await;
                 }
                 Step::Serve(_) if refused_at.is_some() => {
                     tracing::info!("DPS MQTT connection closed: a request after a refusal");
+                    let _ = write(&mut tls, &out).await;
                     return close(tls).await;
                 }
                 Step::Serve(request) => {
@@ -550,11 +559,7 @@ async fn connection(
                             last,
                         } => {
                             match session.answer(&rid, status, &body, retry_after) {
-                                Some(packet) => {
-                                    if write(&mut tls, &packet).await.is_err() {
-                                        return;
-                                    }
-                                }
+                                Some(packet) => encode(&packet, &mut out),
                                 None => tracing::debug!(
                                     "DPS MQTT answer {status} to {:?} dropped: it has not \
                                      subscribed to {RESPONSE_FILTER}",
@@ -573,15 +578,22 @@ async fn connection(
                 }
             }
         }
+        if !out.is_empty() && write(&mut tls, &out).await.is_err() {
+            return;
+        }
     }
 }
 
-async fn write(tls: &mut Tls, packet: &Packet) -> std::io::Result<()> {
-    let mut out = BytesMut::new();
-    packet
-        .write(&mut out, MAX_OUTGOING_SIZE)
-        .map_err(std::io::Error::other)?;
-    tls.write_all(&out).await?;
+/// Appends `packet` to `out`. Every packet the session makes is within MQTT's limits and
+/// [`MAX_OUTGOING_SIZE`], so a failure is a bug: logged, the packet left out.
+fn encode(packet: &Packet, out: &mut BytesMut) {
+    if let Err(e) = packet.write(out, MAX_OUTGOING_SIZE) {
+        tracing::error!("DPS MQTT cannot encode {}: {e}", kind(packet));
+    }
+}
+
+async fn write(tls: &mut Tls, out: &[u8]) -> std::io::Result<()> {
+    tls.write_all(out).await?;
     tls.flush().await
 }
 
