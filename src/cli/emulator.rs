@@ -5,17 +5,23 @@
 //! and the CA path; everything else goes to stderr.
 
 use super::CliResult;
+use crate::emulator::tls::TlsName;
 use crate::emulator::{Emulator, EmulatorConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Arguments of `iotc emulator`.
 #[derive(Debug, clap::Args)]
-#[command(
-    after_help = "Examples:\n  iotc emulator --data-dir /tmp/emu --api-listen 127.0.0.1:0 --rate-limit off\n  \
-        iotc emulator --data-dir /tmp/emu --dps-mqtt-listen 127.0.0.1:0\n    \
-        (DPS over MQTT too; the ready line's dpsMqttHost says where)"
-)]
+#[command(after_help = "Examples:
+  iotc emulator --data-dir /tmp/emu --api-listen 127.0.0.1:0 --rate-limit off
+
+  # A bench host that devices on the LAN reach by name and by address: listen on every
+  # interface, and put both names in the server certificate (the devices trust caCert).
+  iotc emulator --data-dir /srv/emu --api-listen 0.0.0.0:8443 --dps-listen 0.0.0.0:8444 \\
+      --tls-name bench-host.lan --tls-name 192.0.2.10
+
+  # DPS over MQTT too (the ready line's dpsMqttHost says where):
+  iotc emulator --data-dir /tmp/emu --dps-mqtt-listen 127.0.0.1:0")]
 pub struct EmulatorArgs {
     /// Folder of the database, the CA and emulator.json (created if missing).
     #[arg(long)]
@@ -33,6 +39,10 @@ pub struct EmulatorArgs {
     /// Requests per second per application, or `off`.
     #[arg(long, default_value = "20", value_parser = parse_rate_limit)]
     pub rate_limit: RateLimit,
+    /// A DNS name or IP address the server certificate of both listeners holds besides
+    /// localhost and 127.0.0.1 (repeatable): how devices on the LAN reach this host.
+    #[arg(long = "tls-name", value_name = "NAME")]
+    pub tls_names: Vec<TlsName>,
 }
 
 /// A rate limit flag value.
@@ -58,12 +68,16 @@ pub fn run(args: EmulatorArgs) -> CliResult {
         let mut config = EmulatorConfig::new(args.data_dir)
             .api_listen(args.api_listen)
             .dps_listen(args.dps_listen)
-            .rate_limit(args.rate_limit.0);
+            .rate_limit(args.rate_limit.0)
+            .tls_names(args.tls_names);
         if let Some(addr) = args.dps_mqtt_listen {
             config = config.dps_mqtt_listen(addr);
         }
         let emu = Emulator::start(config).await?;
-        let stop = stop_signal()?;
+        // Listen for the signals before the ready line: a caller may stop the emulator as
+        // soon as it has read that line, and a signal that arrives before the handler is in
+        // place would kill the process without a clean shutdown.
+        let stop = shutdown_signal()?;
         println!("{}", serde_json::to_string(emu.info())?);
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -74,10 +88,8 @@ pub fn run(args: EmulatorArgs) -> CliResult {
     })
 }
 
-/// Takes SIGINT and SIGTERM over now, before the ready line is printed (a script that stops
-/// the emulator as soon as it reads the line must not meet the default action, which exits
-/// without the shutdown), and returns the wait for either.
-fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+/// Installs the SIGINT/SIGTERM handlers now and returns the wait for the first signal.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -163,16 +163,16 @@ impl Client {
             Attestation::X509(id) => Some(id),
             Attestation::SymmetricKey(_) => None,
         };
-        builder = match &opts.ca_pem {
-            Some(ca) => {
-                let mut config = rustls_config(Some(ca), identity)?;
-                config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                builder.tls_backend_preconfigured(config)
+        let in_token = identity.is_some_and(|id| id.token_signing_key().is_some());
+        builder = match (&opts.ca_pem, identity) {
+            (Some(ca), _) => builder.tls_backend_preconfigured(https_config(Some(ca), identity)?),
+            // A key in a token signs through our own rustls configuration (reqwest's
+            // identity wants the key's bytes), trusting what reqwest would: the platform.
+            (None, Some(id)) if in_token => {
+                builder.tls_backend_preconfigured(https_config(None, Some(id))?)
             }
-            None => match identity {
-                Some(id) => builder.identity(reqwest_identity(id)?),
-                None => builder,
-            },
+            (None, Some(id)) => builder.identity(reqwest_identity(id)?),
+            (None, None) => builder,
         };
         let http = builder
             .build()
@@ -498,7 +498,9 @@ pub(super) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 fn reqwest_identity(id: &X509Identity) -> Result<reqwest::Identity, DpsError> {
     use base64::Engine as _;
     let mut pem = String::new();
-    let key = id.rustls_key();
+    let key = id
+        .rustls_key()
+        .ok_or_else(|| DpsError::BuildClient("the device key is in a token".into()))?;
     let label = match key {
         rustls_pki_types::PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
         rustls_pki_types::PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
@@ -527,9 +529,20 @@ fn pem_block(out: &mut String, label: &str, b64: &str) {
     out.push_str(&format!("-----END {label}-----\n"));
 }
 
+/// [`rustls_config`] for the HTTPS transport (ALPN `http/1.1`).
+fn https_config(
+    ca_pem: Option<&[u8]>,
+    identity: Option<&X509Identity>,
+) -> Result<rustls::ClientConfig, DpsError> {
+    let mut config = rustls_config(ca_pem, identity)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// The TLS configuration of a DPS connection (aws-lc-rs, TLS 1.2 and 1.3): trusting only
 /// `ca_pem` when given, else the platform's roots (as reqwest does), and presenting the
-/// X.509 `identity` when there is one. No ALPN: the caller sets what its protocol needs.
+/// X.509 `identity` when there is one, its key from memory or through its token. No ALPN:
+/// the caller sets what its protocol needs.
 pub(super) fn rustls_config(
     ca_pem: Option<&[u8]>,
     identity: Option<&X509Identity>,
@@ -559,15 +572,26 @@ pub(super) fn rustls_config(
             use rustls_platform_verifier::BuilderVerifierExt;
             builder
                 .with_platform_verifier()
-                .map_err(|e| DpsError::BuildClient(format!("platform trust store: {e}")))?
+                .map_err(|e| DpsError::BuildClient(format!("platform roots: {e}")))?
         }
     };
-    match identity {
-        Some(id) => builder
-            .with_client_auth_cert(id.rustls_chain(), id.rustls_key())
-            .map_err(|e| DpsError::BuildClient(format!("client certificate: {e}"))),
-        None => Ok(builder.with_no_client_auth()),
-    }
+    let client_cert = |e: rustls::Error| DpsError::BuildClient(format!("client certificate: {e}"));
+    let config = match identity {
+        Some(id) => match (id.token_signing_key(), id.rustls_key()) {
+            (Some(key), _) => {
+                let certified = rustls::sign::CertifiedKey::new(id.rustls_chain(), key);
+                builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                    certified,
+                )))
+            }
+            (None, Some(der)) => builder
+                .with_client_auth_cert(id.rustls_chain(), der)
+                .map_err(client_cert)?,
+            (None, None) => builder.with_no_client_auth(),
+        },
+        None => builder.with_no_client_auth(),
+    };
+    Ok(config)
 }
 
 #[cfg(test)]

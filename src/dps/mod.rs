@@ -22,6 +22,7 @@ pub mod client;
 pub mod identity;
 pub mod mqtt;
 pub mod sas;
+mod token;
 pub mod wire;
 
 pub use client::{register, Client, ClientOptions, Registration, Transport};

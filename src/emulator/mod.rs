@@ -15,7 +15,7 @@
 //! [`auth`] (tokens, roles, organization reach), [`query`] (list filters and device-group
 //! queries), [`settings`] (rate limit, faults), [`api`] (the IoT Central routes), [`app`]
 //! (application facts and what DPS reads), [`dps`] (the DPS listeners: HTTPS, and MQTT when
-//! asked for).
+//! asked for), [`stats`] (counters of what it did, for tests).
 
 pub mod api;
 pub mod app;
@@ -26,6 +26,7 @@ pub mod error;
 pub mod query;
 pub mod records;
 pub mod settings;
+pub mod stats;
 pub mod store;
 pub mod tls;
 
@@ -78,6 +79,9 @@ pub struct EmulatorConfig {
     pub rate_limit: Option<u32>,
     /// Initial behaviour settings (faults, DPS polls); `rate_limit` above overrides its field.
     pub settings: settings::Settings,
+    /// Names the server certificate of every listener holds besides `localhost` and
+    /// `127.0.0.1` (`--tls-name`: the bench host's LAN name and address).
+    pub tls_names: Vec<tls::TlsName>,
 }
 
 impl EmulatorConfig {
@@ -112,6 +116,12 @@ impl EmulatorConfig {
         self.dps_mqtt_listen = Some(addr);
         self
     }
+
+    /// Adds names to the server certificate.
+    pub fn tls_names(mut self, names: impl IntoIterator<Item = tls::TlsName>) -> Self {
+        self.tls_names.extend(names);
+        self
+    }
 }
 
 impl Default for EmulatorConfig {
@@ -123,6 +133,7 @@ impl Default for EmulatorConfig {
             dps_mqtt_listen: None,
             rate_limit: Some(20),
             settings: settings::Settings::default(),
+            tls_names: Vec::new(),
         }
     }
 }
@@ -192,7 +203,7 @@ impl Emulator {
         builder
             .create(dir)
             .map_err(|e| EmulatorError::Io(format!("create {}", dir.display()), e))?;
-        let pki = tls::load_or_create(dir)?;
+        let pki = tls::load_or_create(dir, &config.tls_names)?;
         let store = Arc::new(store::Store::open(&dir.join(store::DB_FILE))?);
         let facts = app::init(&store).map_err(|e| EmulatorError::Store(e.message))?;
         let admin_token =
@@ -308,6 +319,11 @@ impl Emulator {
     /// The store (for in-process tests and tools).
     pub fn store(&self) -> &Arc<store::Store> {
         &self.state.store
+    }
+
+    /// Every counter of what the emulator did (the same snapshot `GET /emulator/stats` gives).
+    pub fn stats(&self) -> Result<stats::Stats, EmulatorError> {
+        stats::snapshot(&self.state.store).map_err(|e| EmulatorError::Store(e.message))
     }
 
     /// Stops accepting, lets open requests finish (up to 5 s), and returns.

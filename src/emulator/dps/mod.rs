@@ -210,12 +210,14 @@ enum FaultAnswer {
 }
 
 /// Fault injection and latency, as on the API listener.
-async fn draw_fault(settings: &SettingsHandle) -> Option<FaultAnswer> {
-    let latency = settings.latency();
+async fn draw_fault(ctx: &DpsContext) -> Option<FaultAnswer> {
+    let latency = ctx.settings.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    match settings.draw_fault() {
+    let fault = ctx.settings.draw_fault();
+    super::stats::fault(&ctx.store, "dps", fault);
+    match fault {
         Fault::None => None,
         Fault::ServerError => Some(FaultAnswer::Refuse(DpsError {
             retry_after: Some(1),
@@ -238,8 +240,8 @@ async fn draw_fault(settings: &SettingsHandle) -> Option<FaultAnswer> {
 }
 
 /// [`draw_fault`] as an HTTP response.
-async fn faults(settings: &SettingsHandle) -> Option<Response> {
-    match draw_fault(settings).await? {
+async fn faults(ctx: &DpsContext) -> Option<Response> {
+    match draw_fault(ctx).await? {
         FaultAnswer::Refuse(e) => Some(e.into_response()),
         FaultAnswer::Drop => {
             let mut r = StatusCode::INTERNAL_SERVER_ERROR.into_response();
@@ -374,7 +376,7 @@ async fn register(
     peer: Option<axum::Extension<PeerCertificates>>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = faults(&dps.ctx.settings).await {
+    if let Some(r) = faults(&dps.ctx).await {
         return r;
     }
     let peer = peer.map(|p| p.0).unwrap_or_default();
@@ -471,7 +473,7 @@ async fn operation(
     headers: HeaderMap,
     peer: Option<axum::Extension<PeerCertificates>>,
 ) -> Response {
-    if let Some(r) = faults(&dps.ctx.settings).await {
+    if let Some(r) = faults(&dps.ctx).await {
         return r;
     }
     let peer = peer.map(|p| p.0).unwrap_or_default();
@@ -553,7 +555,7 @@ async fn status_lookup(
     peer: Option<axum::Extension<PeerCertificates>>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = faults(&dps.ctx.settings).await {
+    if let Some(r) = faults(&dps.ctx).await {
         return r;
     }
     let peer = peer.map(|p| p.0).unwrap_or_default();

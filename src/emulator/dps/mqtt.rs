@@ -608,7 +608,7 @@ async fn serve_request(
     request: Request,
     attested: &mut Option<Attested>,
 ) -> Outcome {
-    if let Some(fault) = super::draw_fault(&dps.ctx.settings).await {
+    if let Some(fault) = super::draw_fault(&dps.ctx).await {
         return match fault {
             FaultAnswer::Refuse(e) => refusal(e),
             FaultAnswer::Drop => Outcome::Drop,
