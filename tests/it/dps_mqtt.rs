@@ -36,6 +36,34 @@ fn mqtt_device_client(env: &Env, dev: &iotc::cert::Issued) -> Client {
     .unwrap()
 }
 
+/// A plain-TLS MQTT connection of `rid` to the emulator, CONNECTed with `password` and
+/// subscribed to the answers.
+async fn sas_session(env: &Env, rid: &str, password: &str) -> Raw {
+    let mut raw = Raw::connect(&env.mqtt_host(), Tls::plain(&env.ca_pem)).await;
+    raw.register_session(env.id_scope().as_str(), rid, password)
+        .await;
+    raw
+}
+
+/// The same register over HTTPS, `auth` as its Authorization header.
+async fn https_register(
+    http: &reqwest::Client,
+    env: &Env,
+    rid: &str,
+    auth: &str,
+) -> reqwest::Response {
+    http.put(format!(
+        "{}/{}/registrations/{rid}/register?api-version=2021-10-01",
+        env.emu.info().dps_endpoint,
+        env.id_scope()
+    ))
+    .header("Authorization", auth)
+    .json(&serde_json::json!({ "registrationId": rid }))
+    .send()
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x509_via_root_and_intermediate_over_mqtt_is_the_https_registration() {
     let env = start().await;
@@ -117,9 +145,7 @@ async fn x509_refusals_over_mqtt_carry_the_https_messages() {
     assert!(refusal(e).contains("CN mismatch"));
 
     // No credential at all: a TLS connection without a certificate and no password.
-    let mut raw = Raw::connect(&env.mqtt_host(), Tls::plain(&env.ca_pem)).await;
-    raw.register_session(env.id_scope().as_str(), "mq-none", "")
-        .await;
+    let mut raw = sas_session(&env, "mq-none", "").await;
     raw.send(common_mqtt::register(1, r#"{"registrationId":"mq-none"}"#))
         .await;
     let a = raw.answer().await;
@@ -157,9 +183,7 @@ async fn x509_refusals_over_mqtt_carry_the_https_messages() {
         }
     }
     // Left alone, a refused connection is closed after a moment.
-    let mut raw = Raw::connect(&env.mqtt_host(), Tls::plain(&env.ca_pem)).await;
-    raw.register_session(env.id_scope().as_str(), "mq-none", "")
-        .await;
+    let mut raw = sas_session(&env, "mq-none", "").await;
     raw.send(common_mqtt::register(1, "")).await;
     assert_eq!(common_mqtt::status(&raw.answer().await), 401);
     let started = std::time::Instant::now();
@@ -196,9 +220,7 @@ async fn sas_with_and_without_skn_over_both_transports() {
     // payload a blank, as the Node SDK sends it.
     let without = token("mq-sas-2").replace("&skn=registration", "");
     assert!(!without.contains("skn"));
-    let mut raw = Raw::connect(&env.mqtt_host(), Tls::plain(&env.ca_pem)).await;
-    raw.register_session(scope.as_str(), "mq-sas-2", &without)
-        .await;
+    let mut raw = sas_session(&env, "mq-sas-2", &without).await;
     raw.send(common_mqtt::register(5, r#"{"registrationId":"mq-sas-2"}"#))
         .await;
     let a = raw.answer().await;
@@ -225,9 +247,7 @@ async fn sas_with_and_without_skn_over_both_transports() {
 
     // One registry: an operation started over MQTT is polled over HTTPS, and is still
     // `assigning` there for the one poll the settings ask for.
-    let mut raw = Raw::connect(&env.mqtt_host(), Tls::plain(&env.ca_pem)).await;
-    raw.register_session(scope.as_str(), "mq-sas-5", &token("mq-sas-5"))
-        .await;
+    let mut raw = sas_session(&env, "mq-sas-5", &token("mq-sas-5")).await;
     raw.send(common_mqtt::register(1, "")).await;
     let a = raw.answer().await;
     assert_eq!(common_mqtt::status(&a), 202);
@@ -253,24 +273,12 @@ async fn sas_with_and_without_skn_over_both_transports() {
 
     // HTTPS, a token without skn.
     let without = token("mq-sas-3").replace("&skn=registration", "");
-    let resp = http
-        .put(format!(
-            "{}/{}/registrations/mq-sas-3/register?api-version=2021-10-01",
-            env.emu.info().dps_endpoint,
-            scope
-        ))
-        .header("Authorization", &without)
-        .json(&serde_json::json!({"registrationId": "mq-sas-3"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = https_register(&http, &env, "mq-sas-3", &without).await;
     assert_eq!(resp.status(), 202, "{:?}", resp.text().await);
 
     // A wrong key is refused on both, with the same message.
     let wrong = token("mq-sas-4").replace("sig=", "sig=AAAA");
-    let mut raw = Raw::connect(&env.mqtt_host(), Tls::plain(&env.ca_pem)).await;
-    raw.register_session(scope.as_str(), "mq-sas-4", &wrong)
-        .await;
+    let mut raw = sas_session(&env, "mq-sas-4", &wrong).await;
     raw.send(common_mqtt::register(1, "")).await;
     let a = raw.answer().await;
     assert_eq!(common_mqtt::status(&a), 401);
@@ -278,16 +286,7 @@ async fn sas_with_and_without_skn_over_both_transports() {
         .as_str()
         .unwrap()
         .to_owned();
-    let resp = http
-        .put(format!(
-            "{}/{}/registrations/mq-sas-4/register?api-version=2021-10-01",
-            env.emu.info().dps_endpoint,
-            scope
-        ))
-        .header("Authorization", &wrong)
-        .send()
-        .await
-        .unwrap();
+    let resp = https_register(&http, &env, "mq-sas-4", &wrong).await;
     assert_eq!(resp.status(), 401);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["message"].as_str().unwrap(), mqtt_message);
@@ -549,14 +548,22 @@ async fn the_cli_registers_over_mqtt_with_the_https_output() {
     env.verified_group("cli-mq", &root).await;
     let group_key = env.sas_group("cli-mq-sas").await;
     let files = tempfile::tempdir().unwrap();
-    let dev = device(&root, "cli-mq-1");
-    let written = iotc::cert::write_bundle(
-        files.path(),
-        "cli-mq-1",
-        &dev,
-        &iotc::cert::WriteOptions::default(),
-    )
-    .unwrap();
+    // `--cert FULLCHAIN --key KEY` of a device `cn` signed by the root, written to files.
+    let x509_args = |cn: &str| -> [String; 4] {
+        let w = iotc::cert::write_bundle(
+            files.path(),
+            cn,
+            &device(&root, cn),
+            &iotc::cert::WriteOptions::default(),
+        )
+        .unwrap();
+        [
+            "--cert".to_owned(),
+            w.fullchain.as_ref().unwrap().display().to_string(),
+            "--key".to_owned(),
+            w.key.as_ref().unwrap().display().to_string(),
+        ]
+    };
     let group_file = files.path().join("group.key");
     std::fs::write(&group_file, format!("{}\n", group_key.expose())).unwrap();
     let info = env.emu.info();
@@ -581,12 +588,7 @@ async fn the_cli_registers_over_mqtt_with_the_https_output() {
         a.extend(transport.iter().map(|s| s.to_string()));
         a
     };
-    let x509 = [
-        "--cert".to_owned(),
-        written.fullchain.as_ref().unwrap().display().to_string(),
-        "--key".to_owned(),
-        written.key.as_ref().unwrap().display().to_string(),
-    ];
+    let x509 = x509_args("cli-mq-1");
     let sas = [
         "--group-key-file".to_owned(),
         group_file.display().to_string(),
@@ -623,20 +625,7 @@ async fn the_cli_registers_over_mqtt_with_the_https_output() {
         String::from_utf8_lossy(&out.stderr)
     );
     // A refusal over MQTT reads as over HTTPS: the service's code and message, exit 2.
-    let other = device(&root, "cli-mq-other");
-    let w = iotc::cert::write_bundle(
-        files.path(),
-        "cli-mq-other",
-        &other,
-        &iotc::cert::WriteOptions::default(),
-    )
-    .unwrap();
-    let wrong_cn = [
-        "--cert".to_owned(),
-        w.fullchain.as_ref().unwrap().display().to_string(),
-        "--key".to_owned(),
-        w.key.as_ref().unwrap().display().to_string(),
-    ];
+    let wrong_cn = x509_args("cli-mq-other");
     let out = run_iotc(args("cli-mq-3", &wrong_cn, &mqtt)).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -651,47 +640,36 @@ async fn the_cli_registers_over_mqtt_with_the_https_output() {
 
     // A profile made from the emulator's emulator.json knows its dpsMqttHost: no flag needed.
     let config = files.path().join("config.json");
-    let with_config = |args: &[&str]| -> std::process::Command {
+    // `iotc ARGS` with that config file, which must succeed; its stdout.
+    let with_config = |args: &[&str]| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_iotc"));
         c.env("IOTC_CONFIG", &config).args(args);
-        c
+        async move {
+            let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+                .await
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{stderr}");
+            String::from_utf8(out.stdout).unwrap()
+        }
     };
     let data_dir = env.dir.path().display().to_string();
-    let out = tokio::task::spawn_blocking({
-        let mut c = with_config(&["config", "set", "local", "--emulator", &data_dir]);
-        move || c.output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    with_config(&["config", "set", "local", "--emulator", &data_dir]).await;
     let group = group_file.display().to_string();
-    let out = tokio::task::spawn_blocking({
-        let mut c = with_config(&[
-            "--profile",
-            "local",
-            "dps",
-            "register",
-            "--registration-id",
-            "cli-mq-6",
-            "--group-key-file",
-            &group,
-            "--transport",
-            "mqtt",
-        ]);
-        move || c.output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("cli-mq-6"));
+    let stdout = with_config(&[
+        "--profile",
+        "local",
+        "dps",
+        "register",
+        "--registration-id",
+        "cli-mq-6",
+        "--group-key-file",
+        &group,
+        "--transport",
+        "mqtt",
+    ])
+    .await;
+    assert!(stdout.contains("cli-mq-6"));
 }
 
 /// `iotc emulator --dps-mqtt-listen` serves MQTT and says where in the ready line and in
@@ -699,22 +677,11 @@ async fn the_cli_registers_over_mqtt_with_the_https_output() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ready_line_names_the_mqtt_host_when_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iotc"))
-        .args(["emulator", "--data-dir"])
-        .arg(dir.path())
-        .args(["--dps-mqtt-listen", "127.0.0.1:0", "--rate-limit", "off"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let ready = crate::common_emulator::ready_line(&mut child).await;
-    let file: serde_json::Value = serde_json::from_str(
-        std::fs::read_to_string(dir.path().join("emulator.json"))
-            .unwrap()
-            .trim(),
+    let (child, ready) = crate::common_emulator::spawn_binary(
+        dir.path(),
+        &["--dps-mqtt-listen", "127.0.0.1:0", "--rate-limit", "off"],
     )
-    .unwrap();
-    assert_eq!(ready, file);
+    .await;
     let host = ready["dpsMqttHost"]
         .as_str()
         .expect("dpsMqttHost")
@@ -732,15 +699,7 @@ async fn the_ready_line_names_the_mqtt_host_when_asked() {
         }
         other => panic!("{other:?}"),
     }
-    let st = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    crate::common_emulator::stop_binary(child).await;
 
     let plain = iotc::emulator::Emulator::start(
         iotc::emulator::EmulatorConfig::new(dir.path().join("plain")).rate_limit(None),
