@@ -110,11 +110,7 @@ async fn x509_via_root_and_intermediate_over_mqtt_is_the_https_registration() {
         .await
         .unwrap();
     let x509 = r.x509.unwrap();
-    assert_eq!(x509.enrollment_group_id.as_deref(), Some("mq-inter"));
-    assert_eq!(
-        x509.signing_certificate_info.unwrap().sha1_thumbprint,
-        iotc::cert::sha1_thumbprint(root2.cert_der())
-    );
+    assert_signed_through(&x509, "mq-inter", root2.cert_der());
     // The custom payload comes back in the registration state, as over HTTPS.
     assert_eq!(
         r.payload,

@@ -248,3 +248,20 @@ pub async fn run_iotc(args: Vec<String>) -> std::process::Output {
     .await
     .unwrap()
 }
+
+/// Checks that an X.509 registration went through enrollment group `group`, whose CA (the
+/// certificate `ca_der`) signed the device's chain.
+pub fn assert_signed_through(
+    x509: &iotc::dps::wire::X509RegistrationResult,
+    group: &str,
+    ca_der: &[u8],
+) {
+    assert_eq!(x509.enrollment_group_id.as_deref(), Some(group));
+    assert_eq!(
+        x509.signing_certificate_info
+            .as_ref()
+            .expect("signingCertificateInfo")
+            .sha1_thumbprint,
+        iotc::cert::sha1_thumbprint(ca_der)
+    );
+}
