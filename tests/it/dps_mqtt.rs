@@ -147,10 +147,13 @@ async fn x509_refusals_over_mqtt_carry_the_https_messages() {
     let a = raw.answer().await;
     assert_eq!(common_mqtt::status(&a), 401);
     assert_eq!(common_mqtt::json(&a)["errorCode"], 401002);
-    assert!(common_mqtt::json(&a)["message"]
+    // The refusal tells an MQTT device where its SAS token goes.
+    let message = common_mqtt::json(&a)["message"]
         .as_str()
         .unwrap()
-        .contains("no credentials"));
+        .to_owned();
+    assert!(message.starts_with("no credentials"), "{message}");
+    assert!(message.contains("the MQTT password"), "{message}");
     // A refused credential ends the connection: the device may still unsubscribe (the SDKs
     // do, and wait for the UNSUBACK), but the next request closes it.
     let mut unsub =
