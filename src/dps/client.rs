@@ -7,7 +7,7 @@
 //! chain in the TLS handshake; symmetric-key devices sign a SAS token per request.
 //!
 //! The same registration runs over MQTT when [`ClientOptions::transport`] says so
-//! ([`super::mqtt`]); both transports read the service's answers with [`next_step`], so a
+//! ([`super::mqtt`]); both transports read the service's answers with `next_step`, so a
 //! status means the same thing whichever way it came.
 
 use super::identity::{Attestation, X509Identity};
