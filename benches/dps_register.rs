@@ -4,7 +4,9 @@
 //!
 //! Run: `cargo bench --bench dps_register` (env: `DPS_BENCH_N` devices, default 2000;
 //! `DPS_BENCH_CONCURRENCY`, comma-separated list, default `1,8,32`; `DPS_BENCH_INTERMEDIATE=1`
-//! to sign devices with an intermediate and present it in the handshake).
+//! to sign devices with an intermediate and present it in the handshake;
+//! `DPS_BENCH_TRANSPORT=mqtt` to register over MQTT instead of HTTPS: a fresh MQTT connection
+//! per device carrying the register and the poll).
 //! Certificates are made before the clock starts; the emulator and the clients share the
 //! machine. Prints one line per concurrency level. A failed registration fails the run (under
 //! `cargo test` too), and at the end DPS's own count must show every device registered once.
@@ -39,9 +41,17 @@ async fn run(full: bool) {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let with_intermediate = std::env::var("DPS_BENCH_INTERMEDIATE").is_ok_and(|v| v == "1");
+    let transport = match std::env::var("DPS_BENCH_TRANSPORT").as_deref() {
+        Ok("mqtt") => iotc::dps::Transport::Mqtt,
+        Ok("https") | Err(_) => iotc::dps::Transport::Https,
+        Ok(other) => panic!("DPS_BENCH_TRANSPORT={other:?}: https or mqtt"),
+    };
 
     let dir = bench_dir();
     let mut config = EmulatorConfig::new(dir.path()).rate_limit(None);
+    if transport == iotc::dps::Transport::Mqtt {
+        config = config.dps_mqtt_listen(([127, 0, 0, 1], 0).into());
+    }
     config.settings.dps_assigning_polls = 0;
     config.settings.dps_retry_after_seconds = 0;
     let emu = Emulator::start(config).await.expect("emulator");
@@ -119,6 +129,8 @@ async fn run(full: bool) {
             endpoint: info.dps_endpoint.clone(),
             ca_pem: Some(ca_pem.clone()),
             deadline: Duration::from_secs(60),
+            transport,
+            mqtt_host: info.dps_mqtt_host.clone(),
             ..Default::default()
         };
         let start = Instant::now();
@@ -150,7 +162,8 @@ async fn run(full: bool) {
         let secs = start.elapsed().as_secs_f64();
         let failed = results.iter().filter(|r| r.is_err()).count();
         println!(
-            "dps x509 register{}: concurrency {c:>3}: {} devices in {secs:.2} s = {:.0} registrations/s ({failed} failed)",
+            "dps x509 register{}{}: concurrency {c:>3}: {} devices in {secs:.2} s = {:.0} registrations/s ({failed} failed)",
+            if transport == iotc::dps::Transport::Mqtt { " over mqtt" } else { "" },
             if with_intermediate { " (intermediate in chain)" } else { "" },
             results.len(),
             results.len() as f64 / secs,

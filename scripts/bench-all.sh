@@ -7,7 +7,8 @@
 #     token with libp11's engine;
 #   - the emulator's IoT Central API (reads and creates at three concurrency levels; device-list
 #     pages and full lists at 1,000 / 20,000 / 100,000 devices);
-#   - DPS X.509 registrations (sequential and concurrent; root- and intermediate-signed);
+#   - DPS X.509 registrations (sequential and concurrent; root- and intermediate-signed; over
+#     HTTPS and over MQTT);
 #   - factory batches (`iotc provision`, sequential next to concurrent; the 20 req/s limit;
 #     peak memory at 1,000 / 10,000 / 100,000 devices);
 #   - the lifecycle: `iotc renew` and `iotc revoke` of 10,000 devices, 20 req/s and off.
@@ -70,6 +71,9 @@ target/release/iotc cert root --name hsm-root --key-store 'pkcs11:token=bench;ob
     DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=1,8,32,64 cargo bench --quiet --bench dps_register
     echo "## dps_register, intermediate-signed devices"
     DPS_BENCH_INTERMEDIATE=1 DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=32 \
+        cargo bench --quiet --bench dps_register
+    echo "## dps_register over MQTT, root-signed devices (next to the HTTPS lines above)"
+    DPS_BENCH_TRANSPORT=mqtt DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=1,32 \
         cargo bench --quiet --bench dps_register
     echo "## workflow_batch"
     WF_BENCH_N=5000 WF_BENCH_CONCURRENCY=1,64 cargo bench --quiet --bench workflow_batch

@@ -34,6 +34,8 @@ pub const ENV_APP: &str = "IOTC_APP_URL";
 pub const ENV_CA_FILE: &str = "IOTC_CA_FILE";
 /// The environment variable of the DPS endpoint (`--dps-endpoint`, `dps register --endpoint`).
 pub const ENV_DPS_ENDPOINT: &str = "IOTC_DPS_ENDPOINT";
+/// The environment variable of DPS over MQTT (`dps register --mqtt-host`).
+pub const ENV_DPS_MQTT_HOST: &str = "IOTC_DPS_MQTT_HOST";
 /// The environment variable of the DPS ID scope (`--id-scope`).
 pub const ENV_ID_SCOPE: &str = "IOTC_ID_SCOPE";
 /// The environment variable naming the profile to use.
@@ -58,6 +60,10 @@ pub struct Profile {
     /// DPS ID scope of the application.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_scope: Option<IdScope>,
+    /// `host:port` of DPS over MQTT for `dps register --transport mqtt` (from an emulator
+    /// started with `--dps-mqtt-listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dps_mqtt_host: Option<String>,
 }
 
 /// The config file.
@@ -226,6 +232,9 @@ pub struct DpsResolved {
     pub id_scope: Option<IdScope>,
     /// Extra trusted CA file (the same one as for IoT Central).
     pub ca_file: Option<PathBuf>,
+    /// `host:port` of DPS over MQTT, from the environment or the profile (a flag, where a
+    /// command has one, comes first).
+    pub mqtt_host: Option<String>,
 }
 
 /// Resolves the DPS endpoint, the ID scope and the CA file from the command's flags.
@@ -267,6 +276,7 @@ fn resolve_dps_with(
         endpoint,
         id_scope,
         ca_file: ca_file(global, profile, env),
+        mqtt_host: env(ENV_DPS_MQTT_HOST).or_else(|| profile.dps_mqtt_host.clone()),
     })
 }
 
@@ -393,6 +403,7 @@ fn redacted(p: &Profile) -> serde_json::Value {
         "caFile": p.ca_file,
         "dpsEndpoint": p.dps_endpoint,
         "idScope": p.id_scope,
+        "dpsMqttHost": p.dps_mqtt_host,
     })
 }
 
@@ -518,6 +529,7 @@ async fn probe_emulator(path: &Path) -> Result<Profile, String> {
         ca_file: Some(info.ca_cert),
         dps_endpoint: Some(info.dps_endpoint),
         id_scope: Some(id_scope),
+        dps_mqtt_host: info.dps_mqtt_host,
     })
 }
 
@@ -620,12 +632,14 @@ fn merge(entry: &mut Profile, given: Profile) {
         ca_file,
         dps_endpoint,
         id_scope,
+        dps_mqtt_host,
     } = given;
     entry.app = app.or(entry.app.take());
     entry.token = token.or(entry.token.take());
     entry.ca_file = ca_file.or(entry.ca_file.take());
     entry.dps_endpoint = dps_endpoint.or(entry.dps_endpoint.take());
     entry.id_scope = id_scope.or(entry.id_scope.take());
+    entry.dps_mqtt_host = dps_mqtt_host.or(entry.dps_mqtt_host.take());
 }
 
 #[cfg(test)]
@@ -656,6 +670,7 @@ mod tests {
             ca_file: Some("profile.pem".into()),
             dps_endpoint: Some("https://dps.profile.example".into()),
             id_scope: Some(IdScope::new("0neProfile").unwrap()),
+            dps_mqtt_host: None,
         }
     }
 

@@ -1,9 +1,9 @@
 //! `iotc demo`: the whole story on one machine, in one command.
 //!
-//! It starts the embedded emulator in-process (IoT Central + DPS over HTTPS, state in a
-//! folder), onboards an X.509 enrollment group through an intermediate CA with real proof of
-//! possession, registers one device, then provisions a batch from a CSV manifest with the
-//! crash-safe journal, and prints where everything is. Nothing needs a cloud account or a
+//! It starts the embedded emulator in-process (IoT Central + DPS over HTTPS, and DPS over
+//! MQTT on a free port, state in a folder), onboards an X.509 enrollment group through an
+//! intermediate CA with real proof of possession, registers one device, then provisions a
+//! batch from a CSV manifest with the crash-safe journal, and prints where everything is. Nothing needs a cloud account or a
 //! network beyond loopback. The folder is kept so the user can look at the bundles, and the
 //! commands to repeat each step by hand are printed at the end.
 //!
@@ -64,11 +64,17 @@ pub async fn run(data_dir: Option<PathBuf>, devices: u64, json: bool) -> CliResu
     say(format!("iotc demo — everything goes to {}", root.display()));
 
     // 1. The emulator, in-process.
-    let emulator = Emulator::start(EmulatorConfig::new(root.join("emulator"))).await?;
+    let emulator = Emulator::start(
+        EmulatorConfig::new(root.join("emulator")).dps_mqtt_listen(([127, 0, 0, 1], 0).into()),
+    )
+    .await?;
     let info = emulator.info().clone();
     say(format!(
-        "\n1. emulator up: IoT Central API {}  DPS {}  ID scope {}",
-        info.api_url, info.dps_endpoint, info.id_scope
+        "\n1. emulator up: IoT Central API {}  DPS {} (MQTT {})  ID scope {}",
+        info.api_url,
+        info.dps_endpoint,
+        info.dps_mqtt_host.as_deref().unwrap_or("off"),
+        info.id_scope
     ));
     let ca_pem = std::fs::read(&info.ca_cert)?;
     let client = Client::new(

@@ -21,7 +21,11 @@ pub enum DpsCommand {
         iotc dps register --id-scope 0ne0000000A --registration-id dev-2 --group-key-file group.key\n  \
         iotc dps register --id-scope 0ne0000000A --registration-id dev-3 \\\n    \
         --cert certs/dev-3_fullchain.pem --key 'pkcs11:token=station;object=dev-3'\n  \
-        iotc dps register --endpoint https://127.0.0.1:8443 --ca-file emu/ca_cert.pem ...\n\n\
+        iotc dps register --endpoint https://127.0.0.1:8443 --ca-file emu/ca_cert.pem ...\n  \
+        iotc dps register --transport mqtt --id-scope 0ne0000000A --registration-id dev-2 \\\n    \
+        --group-key-file group.key   (MQTT on port 8883 of the endpoint's host)\n  \
+        iotc dps register --transport mqtt --mqtt-host 127.0.0.1:8883 --ca-file emu/ca_cert.pem ...\n    \
+        (the emulator's: its ready line's dpsMqttHost)\n\n\
         A device key in a PKCS#11 token: --key takes its RFC 7512 URI (pkcs11:token=LABEL;object=LABEL),\n\
         or a .uri file holding it (what `iotc cert device --key-store` writes); the TLS handshake is then\n\
         signed in the token and the key never leaves it. Module from ?module-path=... or IOTC_PKCS11_MODULE,\n\
@@ -80,6 +84,23 @@ pub struct RegisterArgs {
     /// Give up when the registration is not assigned within this many seconds.
     #[arg(long, default_value_t = 120)]
     pub deadline: u64,
+    /// How to reach DPS: https (a request per step) or mqtt (MQTT 3.1.1 over TLS, one
+    /// connection for the register and its polls, as most device SDKs do).
+    #[arg(long, value_enum, default_value_t = TransportArg::Https)]
+    pub transport: TransportArg,
+    /// host:port of DPS over MQTT, for --transport mqtt [else IOTC_DPS_MQTT_HOST, else the
+    /// profile's (an emulator's dpsMqttHost), else the endpoint's host on port 8883].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub mqtt_host: Option<String>,
+}
+
+/// The values of `--transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportArg {
+    /// HTTPS.
+    Https,
+    /// MQTT 3.1.1 over TLS.
+    Mqtt,
 }
 
 /// Arguments of `iotc dps derive-key`.
@@ -159,6 +180,9 @@ fn register(args: RegisterArgs, global: &GlobalArgs) -> CliResult {
             }
         }
     }
+    if args.mqtt_host.is_some() && args.transport != TransportArg::Mqtt {
+        return Err("--mqtt-host names the MQTT listener: give it with --transport mqtt".into());
+    }
     let payload = match &args.payload {
         Some(text) => Some(
             serde_json::from_str::<serde_json::Value>(text)
@@ -181,6 +205,11 @@ fn register(args: RegisterArgs, global: &GlobalArgs) -> CliResult {
         api_version: args.api_version.clone(),
         ca_pem,
         deadline: Duration::from_secs(args.deadline),
+        transport: match args.transport {
+            TransportArg::Https => dps::Transport::Https,
+            TransportArg::Mqtt => dps::Transport::Mqtt,
+        },
+        mqtt_host: args.mqtt_host.clone().or(target.mqtt_host),
         ..ClientOptions::default()
     };
     let rt = super::runtime()?;

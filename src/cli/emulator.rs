@@ -18,7 +18,10 @@ use std::path::PathBuf;
   # A bench host that devices on the LAN reach by name and by address: listen on every
   # interface, and put both names in the server certificate (the devices trust caCert).
   iotc emulator --data-dir /srv/emu --api-listen 0.0.0.0:8443 --dps-listen 0.0.0.0:8444 \\
-      --tls-name bench-host.lan --tls-name 192.0.2.10")]
+      --tls-name bench-host.lan --tls-name 192.0.2.10
+
+  # DPS over MQTT too (the ready line's dpsMqttHost says where):
+  iotc emulator --data-dir /tmp/emu --dps-mqtt-listen 127.0.0.1:0")]
 pub struct EmulatorArgs {
     /// Folder of the database, the CA and emulator.json (created if missing).
     #[arg(long)]
@@ -29,6 +32,10 @@ pub struct EmulatorArgs {
     /// Address of the DPS listener (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub dps_listen: SocketAddr,
+    /// Also serve DPS over MQTT 3.1.1 (TLS) on this address (port 0: any free port); its
+    /// host:port is the ready line's `dpsMqttHost`. Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub dps_mqtt_listen: Option<SocketAddr>,
     /// Requests per second per application, or `off`.
     #[arg(long, default_value = "20", value_parser = parse_rate_limit)]
     pub rate_limit: RateLimit,
@@ -58,11 +65,14 @@ fn parse_rate_limit(s: &str) -> Result<RateLimit, String> {
 pub fn run(args: EmulatorArgs) -> CliResult {
     let rt = super::runtime()?;
     rt.block_on(async move {
-        let config = EmulatorConfig::new(args.data_dir)
+        let mut config = EmulatorConfig::new(args.data_dir)
             .api_listen(args.api_listen)
             .dps_listen(args.dps_listen)
             .rate_limit(args.rate_limit.0)
             .tls_names(args.tls_names);
+        if let Some(addr) = args.dps_mqtt_listen {
+            config = config.dps_mqtt_listen(addr);
+        }
         let emu = Emulator::start(config).await?;
         // Listen for the signals before the ready line: a caller may stop the emulator as
         // soon as it has read that line, and a signal that arrives before the handler is in

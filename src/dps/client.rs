@@ -5,6 +5,10 @@
 //! sleeping what `Retry-After` says (capped), all within an overall deadline. 429 and 5xx
 //! answers and dropped connections are retried the same way. X.509 devices present leaf +
 //! chain in the TLS handshake; symmetric-key devices sign a SAS token per request.
+//!
+//! The same registration runs over MQTT when [`ClientOptions::transport`] says so
+//! ([`super::mqtt`]); both transports read the service's answers with `next_step`, so a
+//! status means the same thing whichever way it came.
 
 use super::identity::{Attestation, X509Identity};
 use super::sas;
@@ -44,6 +48,38 @@ pub struct ClientOptions {
     /// Keep connections open between requests (default true). Off, every request makes a
     /// new TLS connection (what the benchmark measures).
     pub reuse_connections: bool,
+    /// How [`Client::register`] talks to DPS (default HTTPS). The status lookup is HTTPS
+    /// whatever this says: DPS has no MQTT topic for it.
+    pub transport: Transport,
+    /// `host:port` of DPS over MQTT (TLS), for [`Transport::Mqtt`]. Default: the host of
+    /// `endpoint` on port 8883, where the public service listens.
+    pub mqtt_host: Option<String>,
+}
+
+/// The transport of a registration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTPS: one request per step (register, each poll).
+    #[default]
+    Https,
+    /// MQTT 3.1.1 over TLS: one connection carries the register and the polls.
+    Mqtt,
+}
+
+impl Transport {
+    /// The name used on the command line and in reports (`https`, `mqtt`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Transport::Https => "https",
+            Transport::Mqtt => "mqtt",
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Default for ClientOptions {
@@ -59,6 +95,8 @@ impl Default for ClientOptions {
             sas_ttl: Duration::from_secs(3600),
             max_retries: 5,
             reuse_connections: true,
+            transport: Transport::Https,
+            mqtt_host: None,
         }
     }
 }
@@ -71,6 +109,7 @@ pub struct Client {
     attestation: Attestation,
     opts: Arc<ClientOptions>,
     base: String,
+    mqtt: Option<Arc<super::mqtt::Connector>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -98,9 +137,21 @@ impl Client {
             .map_err(|e| DpsError::InvalidEndpoint(format!("{base}: {e}")))?;
         if parsed.scheme() != "https" {
             return Err(DpsError::InvalidEndpoint(format!(
-                "{base}: DPS is spoken over https only"
+                "{base}: the DPS endpoint is an https:// URL (MQTT goes to `mqtt_host`)"
             )));
         }
+        let mqtt = match opts.transport {
+            Transport::Https => None,
+            Transport::Mqtt => Some(Arc::new(super::mqtt::Connector::new(
+                &parsed,
+                opts.mqtt_host.as_deref(),
+                opts.ca_pem.as_deref(),
+                match &attestation {
+                    Attestation::X509(id) => Some(id),
+                    Attestation::SymmetricKey(_) => None,
+                },
+            )?)),
+        };
         let mut builder = reqwest::Client::builder()
             .timeout(opts.request_timeout)
             .connect_timeout(opts.request_timeout)
@@ -114,11 +165,11 @@ impl Client {
         };
         let in_token = identity.is_some_and(|id| id.token_signing_key().is_some());
         builder = match (&opts.ca_pem, identity) {
-            (Some(ca), _) => builder.tls_backend_preconfigured(rustls_config(Some(ca), identity)?),
+            (Some(ca), _) => builder.tls_backend_preconfigured(https_config(Some(ca), identity)?),
             // A key in a token signs through our own rustls configuration (reqwest's
             // identity wants the key's bytes), trusting what reqwest would: the platform.
             (None, Some(id)) if in_token => {
-                builder.tls_backend_preconfigured(rustls_config(None, Some(id))?)
+                builder.tls_backend_preconfigured(https_config(None, Some(id))?)
             }
             (None, Some(id)) => builder.identity(reqwest_identity(id)?),
             (None, None) => builder,
@@ -132,6 +183,7 @@ impl Client {
             attestation,
             opts: Arc::new(opts),
             base,
+            mqtt,
         })
     }
 
@@ -149,6 +201,17 @@ impl Client {
         registration_id: &RegistrationId,
         payload: Option<serde_json::Value>,
     ) -> Result<Registration, DpsError> {
+        if let Some(mqtt) = &self.mqtt {
+            return mqtt
+                .register(
+                    &self.id_scope,
+                    registration_id,
+                    &self.attestation,
+                    &self.opts,
+                    payload,
+                )
+                .await;
+        }
         let started = Instant::now();
         let deadline = started + self.opts.deadline;
         let body = DeviceRegistration {
@@ -168,74 +231,31 @@ impl Client {
             })
             .await?;
         loop {
-            match status.outcome() {
-                RegistrationOutcome::Assigned(result) => return Ok(*result),
-                RegistrationOutcome::Assigning { operation_id } => {
-                    if operation_id.is_empty() {
-                        return Err(DpsError::Decode {
-                            operation: "register",
-                            detail: "the service answered `assigning` without an operationId"
-                                .into(),
-                        });
-                    }
-                    let pause = wait.unwrap_or(self.opts.default_poll_interval);
-                    if Instant::now() + pause > deadline {
-                        return Err(DpsError::DeadlineExceeded {
-                            registration_id: registration_id.to_string(),
-                            operation_id: Some(operation_id),
-                            deadline: self.opts.deadline,
-                        });
-                    }
-                    tokio::time::sleep(pause).await;
-                    let poll_url = format!(
-                        "{}/{}/registrations/{}/operations/{}",
-                        self.base,
-                        self.id_scope,
-                        path_segment(registration_id.as_str()),
-                        path_segment(&operation_id)
-                    );
-                    (status, wait) = self
-                        .send_with_retries("poll operation", registration_id, deadline, || {
-                            self.http.get(&poll_url)
-                        })
-                        .await?;
-                }
-                RegistrationOutcome::Failed {
-                    error_code,
-                    error_message,
-                } => {
-                    return Err(DpsError::RegistrationFailed {
-                        registration_id: registration_id.to_string(),
-                        status: EnrollmentStatus::Failed,
-                        error_code,
-                        error_message,
-                    })
-                }
-                RegistrationOutcome::Disabled { error_message } => {
-                    return Err(DpsError::RegistrationFailed {
-                        registration_id: registration_id.to_string(),
-                        status: EnrollmentStatus::Disabled,
-                        error_code: None,
-                        error_message,
-                    })
-                }
-                RegistrationOutcome::Unassigned { error_message } => {
-                    return Err(DpsError::RegistrationFailed {
-                        registration_id: registration_id.to_string(),
-                        status: EnrollmentStatus::Unassigned,
-                        error_code: None,
-                        error_message,
-                    })
-                }
-                RegistrationOutcome::Unknown(s) => {
-                    return Err(DpsError::RegistrationFailed {
-                        registration_id: registration_id.to_string(),
-                        status: EnrollmentStatus::Other(s),
-                        error_code: None,
-                        error_message: None,
-                    })
-                }
+            let operation_id = match next_step(registration_id, &status)? {
+                Next::Done(result) => return Ok(*result),
+                Next::Poll(operation_id) => operation_id,
+            };
+            let pause = wait.unwrap_or(self.opts.default_poll_interval);
+            if Instant::now() + pause > deadline {
+                return Err(DpsError::DeadlineExceeded {
+                    registration_id: registration_id.to_string(),
+                    operation_id: Some(operation_id),
+                    deadline: self.opts.deadline,
+                });
             }
+            tokio::time::sleep(pause).await;
+            let poll_url = format!(
+                "{}/{}/registrations/{}/operations/{}",
+                self.base,
+                self.id_scope,
+                path_segment(registration_id.as_str()),
+                path_segment(&operation_id)
+            );
+            (status, wait) = self
+                .send_with_retries("poll operation", registration_id, deadline, || {
+                    self.http.get(&poll_url)
+                })
+                .await?;
         }
     }
 
@@ -301,20 +321,7 @@ impl Client {
                                 })?;
                             return Ok((value, retry_after));
                         }
-                        Ok(bytes) => {
-                            let details: ProvisioningServiceErrorDetails =
-                                serde_json::from_slice(&bytes).unwrap_or_default();
-                            DpsError::Service {
-                                operation,
-                                status: status.as_u16(),
-                                error_code: details.error_code,
-                                message: details
-                                    .message
-                                    .or_else(|| (!bytes.is_empty()).then(|| snippet(&bytes))),
-                                tracking_id: details.tracking_id,
-                                retry_after,
-                            }
-                        }
+                        Ok(bytes) => service_error(operation, status.as_u16(), &bytes, retry_after),
                         Err(e) => e,
                     }
                 }
@@ -377,7 +384,71 @@ pub async fn register(
         .await
 }
 
-fn backoff(attempt: u32) -> Duration {
+/// What a registration does after an answer.
+pub(super) enum Next {
+    /// Assigned: the registration state.
+    Done(Box<Registration>),
+    /// Still assigning: poll this operation.
+    Poll(String),
+}
+
+/// Reads an operation status (of register or of a poll), whatever the transport: assigned,
+/// poll again, or the typed refusal of a registration that ended in another state.
+pub(super) fn next_step(
+    registration_id: &RegistrationId,
+    status: &RegistrationOperationStatus,
+) -> Result<Next, DpsError> {
+    let failed = |status, error_code, error_message| DpsError::RegistrationFailed {
+        registration_id: registration_id.to_string(),
+        status,
+        error_code,
+        error_message,
+    };
+    match status.outcome() {
+        RegistrationOutcome::Assigned(result) => Ok(Next::Done(result)),
+        RegistrationOutcome::Assigning { operation_id } if operation_id.is_empty() => {
+            Err(DpsError::Decode {
+                operation: "register",
+                detail: "the service answered `assigning` without an operationId".into(),
+            })
+        }
+        RegistrationOutcome::Assigning { operation_id } => Ok(Next::Poll(operation_id)),
+        RegistrationOutcome::Failed {
+            error_code,
+            error_message,
+        } => Err(failed(EnrollmentStatus::Failed, error_code, error_message)),
+        RegistrationOutcome::Disabled { error_message } => {
+            Err(failed(EnrollmentStatus::Disabled, None, error_message))
+        }
+        RegistrationOutcome::Unassigned { error_message } => {
+            Err(failed(EnrollmentStatus::Unassigned, None, error_message))
+        }
+        RegistrationOutcome::Unknown(s) => Err(failed(EnrollmentStatus::Other(s), None, None)),
+    }
+}
+
+/// The error of a refused request: DPS's error body when it sent one, else the text.
+pub(super) fn service_error(
+    operation: &'static str,
+    status: u16,
+    bytes: &[u8],
+    retry_after: Option<Duration>,
+) -> DpsError {
+    let details: ProvisioningServiceErrorDetails =
+        serde_json::from_slice(bytes).unwrap_or_default();
+    DpsError::Service {
+        operation,
+        status,
+        error_code: details.error_code,
+        message: details
+            .message
+            .or_else(|| (!bytes.is_empty()).then(|| snippet(bytes))),
+        tracking_id: details.tracking_id,
+        retry_after,
+    }
+}
+
+pub(super) fn backoff(attempt: u32) -> Duration {
     let base = 200u64.saturating_mul(1 << attempt.min(6));
     let jitter = rand::random::<u64>() % (base / 2 + 1);
     Duration::from_millis(base + jitter)
@@ -404,7 +475,7 @@ fn path_segment(s: &str) -> String {
         .replace("%5F", "_")
 }
 
-fn snippet(bytes: &[u8]) -> String {
+pub(super) fn snippet(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let mut s: String = text.chars().take(300).collect();
     if text.chars().count() > 300 {
@@ -413,7 +484,7 @@ fn snippet(bytes: &[u8]) -> String {
     s
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(cause) = src {
@@ -458,9 +529,21 @@ fn pem_block(out: &mut String, label: &str, b64: &str) {
     out.push_str(&format!("-----END {label}-----\n"));
 }
 
-/// The TLS configuration: trust `ca_pem` (else the platform's roots), authenticate with the
-/// identity's key from memory or through its token.
-fn rustls_config(
+/// [`rustls_config`] for the HTTPS transport (ALPN `http/1.1`).
+fn https_config(
+    ca_pem: Option<&[u8]>,
+    identity: Option<&X509Identity>,
+) -> Result<rustls::ClientConfig, DpsError> {
+    let mut config = rustls_config(ca_pem, identity)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The TLS configuration of a DPS connection (aws-lc-rs, TLS 1.2 and 1.3): trusting only
+/// `ca_pem` when given, else the platform's roots (as reqwest does), and presenting the
+/// X.509 `identity` when there is one, its key from memory or through its token. No ALPN:
+/// the caller sets what its protocol needs.
+pub(super) fn rustls_config(
     ca_pem: Option<&[u8]>,
     identity: Option<&X509Identity>,
 ) -> Result<rustls::ClientConfig, DpsError> {
@@ -493,7 +576,7 @@ fn rustls_config(
         }
     };
     let client_cert = |e: rustls::Error| DpsError::BuildClient(format!("client certificate: {e}"));
-    let mut config = match identity {
+    let config = match identity {
         Some(id) => match (id.token_signing_key(), id.rustls_key()) {
             (Some(key), _) => {
                 let certified = rustls::sign::CertifiedKey::new(id.rustls_chain(), key);
@@ -508,7 +591,6 @@ fn rustls_config(
         },
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 

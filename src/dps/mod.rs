@@ -1,11 +1,12 @@
-//! The Device Provisioning Service, device side: registering a device over HTTPS.
+//! The Device Provisioning Service, device side: registering a device over HTTPS or MQTT.
 //!
 //! DPS is where a device learns which hub it belongs to, and where onboarding fails in the
 //! field (wrong chain, unverified CA, CN that is not the registration id, bad SAS). This
 //! module holds the wire schema ([`wire`], shared with the emulator's DPS listener), the
 //! symmetric-key rules ([`sas`]: group-key derivation, SAS signing and verification), the
 //! device identities ([`identity`]: X.509 leaf + chain + key, or a symmetric key) and the
-//! [`Client`] that runs a registration as DPS's long-running operation.
+//! [`Client`] that runs a registration as DPS's long-running operation, over HTTPS or, with
+//! [`Transport::Mqtt`], over MQTT ([`mqtt`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,11 +20,12 @@
 
 pub mod client;
 pub mod identity;
+pub mod mqtt;
 pub mod sas;
 mod token;
 pub mod wire;
 
-pub use client::{register, Client, ClientOptions, Registration};
+pub use client::{register, Client, ClientOptions, Registration, Transport};
 pub use identity::{Attestation, IdentityError, X509Identity};
 pub use sas::{derive_device_key, sas_token, ParsedSas, SasError};
 pub use wire::{EnrollmentStatus, RegistrationOutcome};
@@ -76,6 +78,14 @@ pub enum DpsError {
         tracking_id: Option<String>,
         /// What Retry-After said (capped).
         retry_after: Option<Duration>,
+    },
+    /// DPS refused the MQTT connection (a `CONNACK` with a return code other than 0).
+    #[error("DPS refused the MQTT connection of {registration_id}: {reason}")]
+    MqttConnectRefused {
+        /// The registration id.
+        registration_id: String,
+        /// The return code and what it means.
+        reason: String,
     },
     /// The answer could not be decoded.
     #[error("DPS {operation} answered something unreadable: {detail}")]

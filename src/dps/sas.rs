@@ -4,7 +4,10 @@
 //! Both sides live here so they are two readings of one rule: the signature is
 //! `base64(HMAC-SHA256(base64decode(device key), sr + "\n" + se))` where `sr` is the
 //! resource URI **exactly as it appears in the token** (URL-encoded or not), `se` the expiry
-//! in seconds since the epoch, and `skn` always `registration` (API-NOTES.md §6).
+//! in seconds since the epoch, and `skn`, when present, `registration` (API-NOTES.md §6).
+//! Tokens without `skn` are accepted as the service accepts them: the embedded SDKs send
+//! none (Azure/azure-sdk-for-c `az_iot_provisioning_client_sas_get_password` appends `skn`
+//! only for a key name, and its DPS samples and the FreeRTOS middleware give `AZ_SPAN_EMPTY`).
 
 use crate::secret::Secret;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -39,8 +42,10 @@ pub enum SasError {
     /// `sig` is not URL-encoded base64.
     #[error("the SAS token signature `sig` is not base64")]
     ParseSignature,
-    /// `skn` is not `registration`.
-    #[error("the SAS token key name `skn` is {0:?}; the device API takes only \"registration\"")]
+    /// `skn` is present but not `registration`.
+    #[error(
+        "the SAS token key name `skn` is {0:?}; the device API takes only \"registration\" (or no `skn`)"
+    )]
     KeyName(String),
     /// `sr` does not name the request's scope and registration id.
     #[error("the SAS token resource `sr` ({sr:?}) does not match the request ({expected:?})")]
@@ -135,7 +140,8 @@ impl std::fmt::Debug for ParsedSas {
 }
 
 impl ParsedSas {
-    /// Parses `SharedAccessSignature sr=..&sig=..&se=..&skn=..` (fields in any order).
+    /// Parses `SharedAccessSignature sr=..&sig=..&se=..[&skn=registration]` (fields in any
+    /// order; `skn` may be left out, a present one must be `registration`).
     pub fn parse(header: &str) -> Result<ParsedSas, SasError> {
         let rest = header
             .trim()
@@ -160,8 +166,7 @@ impl ParsedSas {
         let sr = sr.ok_or(SasError::MissingField("sr"))?;
         let sig = sig.ok_or(SasError::MissingField("sig"))?;
         let se = se.ok_or(SasError::MissingField("se"))?;
-        let skn = skn.ok_or(SasError::MissingField("skn"))?;
-        if skn != KEY_NAME {
+        if let Some(skn) = skn.filter(|k| *k != KEY_NAME) {
             return Err(SasError::KeyName(skn.to_owned()));
         }
         if se.is_empty() || !se.bytes().all(|b| b.is_ascii_digit()) {
@@ -407,9 +412,30 @@ mod tests {
             SasError::MissingField("se")
         );
         assert_eq!(
+            ParsedSas::parse("SharedAccessSignature sr=a&sig=AAAA&se=1&skn=registration&skn=x")
+                .unwrap_err(),
+            SasError::MissingField("skn")
+        );
+        assert_eq!(
             ParsedSas::parse("SharedAccessSignature sr=a&sig=AAAA&se=-1&skn=registration")
                 .unwrap_err(),
             SasError::ParseExpiry
+        );
+    }
+
+    #[test]
+    fn a_token_without_skn_verifies_like_one_with_it() {
+        let key = Secret::new(B64.encode([5u8; 32]));
+        let with = sas_token("scope1", "dev-1", &key, 2_000_000_000).unwrap();
+        let without = with.expose().replace("&skn=registration", "");
+        assert!(!without.contains("skn"), "{without}");
+        let p = ParsedSas::parse(&without).unwrap();
+        assert_eq!(p.verify("scope1", "dev-1", &[key.expose()], 1), Ok(0));
+        // `skn` is not signed, so leaving it out must not weaken the signature check.
+        let other = Secret::new(B64.encode([6u8; 32]));
+        assert_eq!(
+            p.verify("scope1", "dev-1", &[other.expose()], 1),
+            Err(SasError::BadSignature)
         );
     }
 

@@ -342,6 +342,24 @@ pub struct ProvisioningServiceErrorDetails {
     pub timestamp_utc: Option<String>,
 }
 
+/// The topics of DPS over MQTT 3.1.1 (MicrosoftDocs "Communicate with DPS using the MQTT
+/// protocol"; the official SDKs send exactly these), shared by the device client and the
+/// emulator's MQTT listener. A request's topic ends in `?$rid={request id}` (a poll adds
+/// `&operationId={id}`); an answer comes on `res/{status}/?$rid={request id}`, with
+/// `&retry-after={seconds}` while the operation is assigning.
+pub mod mqtt {
+    /// The port of DPS over MQTT (TLS) on the public service.
+    pub const PORT: u16 = 8883;
+    /// The one topic filter a device subscribes to.
+    pub const RESPONSE_FILTER: &str = "$dps/registrations/res/#";
+    /// Prefix of every answer's topic (then `{status}/?$rid=...`).
+    pub const RESPONSE_PREFIX: &str = "$dps/registrations/res/";
+    /// The topic name of a registration request (before `?`).
+    pub const REGISTER_TOPIC: &str = "$dps/registrations/PUT/iotdps-register/";
+    /// The topic name of an operation status poll (before `?`).
+    pub const POLL_TOPIC: &str = "$dps/registrations/GET/iotdps-get-operationstatus/";
+}
+
 /// Numeric DPS error codes used by this crate and the emulator (HTTP status × 1000 + detail,
 /// the convention of the codes DPS is observed to send; the spec does not list them).
 pub mod error_codes {

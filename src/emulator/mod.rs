@@ -14,8 +14,8 @@
 //! Layout: [`tls`] (CA, acceptor, accept loop), [`store`] + [`records`] (durable state),
 //! [`auth`] (tokens, roles, organization reach), [`query`] (list filters and device-group
 //! queries), [`settings`] (rate limit, faults), [`api`] (the IoT Central routes), [`app`]
-//! (application facts and what DPS reads), [`dps`] (the DPS listener), [`stats`] (counters of
-//! what it did, for tests).
+//! (application facts and what DPS reads), [`dps`] (the DPS listeners: HTTPS, and MQTT when
+//! asked for), [`stats`] (counters of what it did, for tests).
 
 pub mod api;
 pub mod app;
@@ -72,6 +72,9 @@ pub struct EmulatorConfig {
     pub api_listen: SocketAddr,
     /// Address of the DPS listener (port 0: any free port).
     pub dps_listen: SocketAddr,
+    /// Address of the DPS MQTT listener (MQTT 3.1.1 over TLS); `None` (the default): no
+    /// MQTT listener.
+    pub dps_mqtt_listen: Option<SocketAddr>,
     /// Requests per second per application; `None` = off. Default `Some(20)`.
     pub rate_limit: Option<u32>,
     /// Initial behaviour settings (faults, DPS polls); `rate_limit` above overrides its field.
@@ -108,6 +111,12 @@ impl EmulatorConfig {
         self
     }
 
+    /// Serves DPS over MQTT too, on `addr` (port 0: any free port).
+    pub fn dps_mqtt_listen(mut self, addr: SocketAddr) -> Self {
+        self.dps_mqtt_listen = Some(addr);
+        self
+    }
+
     /// Adds names to the server certificate.
     pub fn tls_names(mut self, names: impl IntoIterator<Item = tls::TlsName>) -> Self {
         self.tls_names.extend(names);
@@ -121,6 +130,7 @@ impl Default for EmulatorConfig {
             data_dir: PathBuf::from("emulator-data"),
             api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             dps_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            dps_mqtt_listen: None,
             rate_limit: Some(20),
             settings: settings::Settings::default(),
             tls_names: Vec::new(),
@@ -143,6 +153,9 @@ pub struct ReadyInfo {
     pub admin_token: Secret,
     /// Path of the PEM of the CA that signed the TLS server certificates.
     pub ca_cert: PathBuf,
+    /// `host:port` of DPS over MQTT (TLS), when the emulator serves it (`--dps-mqtt-listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dps_mqtt_host: Option<String>,
 }
 
 /// A running emulator.
@@ -155,6 +168,11 @@ pub struct Emulator {
 }
 
 fn base_url(addr: SocketAddr) -> String {
+    format!("https://{}", host_port(addr))
+}
+
+/// `host:port` of a bound address, an unspecified address read as loopback.
+fn host_port(addr: SocketAddr) -> String {
     let ip = addr.ip();
     let host = if ip.is_unspecified() {
         if ip.is_ipv4() {
@@ -167,7 +185,7 @@ fn base_url(addr: SocketAddr) -> String {
     } else {
         ip.to_string()
     };
-    format!("https://{host}:{}", addr.port())
+    format!("{host}:{}", addr.port())
 }
 
 impl Emulator {
@@ -240,14 +258,31 @@ impl Emulator {
             api::router(state.clone()),
             rx.clone(),
         )));
-        let dps_ctx = dps::DpsContext {
+        let dps = dps::Dps::new(dps::DpsContext {
             store,
             settings,
             id_scope: facts.id_scope.clone(),
             dps_endpoint: dps_endpoint.clone(),
-        };
+        })?;
+        // Bound before anything is served, so a busy port fails the start, not a task.
+        let mut dps_mqtt_host = None;
+        if let Some(addr) = config.dps_mqtt_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| EmulatorError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| EmulatorError::Bind { addr, source })?;
+            dps_mqtt_host = Some(host_port(bound));
+            tasks.push(tokio::spawn(dps::mqtt::serve(
+                dps.clone(),
+                listener,
+                pki.server_config.clone(),
+                rx.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(dps::serve(
-            dps_ctx,
+            dps,
             dps_listener,
             pki.server_config.clone(),
             rx,
@@ -259,6 +294,7 @@ impl Emulator {
             id_scope: facts.id_scope.clone(),
             admin_token,
             ca_cert: std::path::absolute(&pki.ca_cert_path).unwrap_or(pki.ca_cert_path.clone()),
+            dps_mqtt_host,
         };
         let json = serde_json::to_string(&info)
             .map_err(|e| EmulatorError::Store(format!("ready record: {e}")))?;

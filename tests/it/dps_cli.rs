@@ -2,6 +2,7 @@
 //! and registrations against the real emulator over TLS on loopback.
 
 use crate::common_dps;
+use common_dps::run_iotc;
 
 use assert_cmd::Command;
 use predicates::prelude::*;
@@ -128,18 +129,6 @@ fn register_reports_an_unreachable_endpoint_without_leaking_the_key() {
         .stderr(predicate::str::contains("failed to get an answer"))
         .stderr(predicate::str::contains(GROUP_KEY).not())
         .stderr(predicate::str::contains("SharedAccessSignature").not());
-}
-
-/// Runs the real binary off the async workers (the emulator in this process keeps serving).
-async fn run_iotc(args: Vec<String>) -> std::process::Output {
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_iotc"))
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 
 use crate::common_emulator;
 
-use common_emulator::{client_for, Emu, GA};
+use common_emulator::{client_for, ready_line, spawn_binary, stop_binary, Emu, GA};
 use serde_json::json;
 
 #[tokio::test]
@@ -244,41 +244,14 @@ async fn concurrent_writers_lose_nothing() {
     assert_eq!(n, 200);
 }
 
-/// The first line `iotc emulator` prints on stdout, which must be one JSON object.
-async fn ready_line(child: &mut std::process::Child) -> serde_json::Value {
-    use std::io::BufRead;
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
-        line
-    })
-    .await
-    .unwrap();
-    serde_json::from_str(line.trim()).expect("one JSON line")
-}
-
 #[tokio::test]
 async fn the_binary_prints_the_ready_line_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iotc"))
-        .args(["emulator", "--data-dir"])
-        .arg(dir.path())
-        .args(["--api-listen", "127.0.0.1:0", "--rate-limit", "off"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ready = ready_line(&mut child).await;
-    let file: serde_json::Value = serde_json::from_str(
-        std::fs::read_to_string(dir.path().join("emulator.json"))
-            .unwrap()
-            .trim(),
+    let (child, ready) = spawn_binary(
+        dir.path(),
+        &["--api-listen", "127.0.0.1:0", "--rate-limit", "off"],
     )
-    .unwrap();
-    assert_eq!(ready, file);
+    .await;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -304,16 +277,7 @@ async fn the_binary_prints_the_ready_line_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let pid = child.id().to_string();
-    let st = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    stop_binary(child).await;
 
     // Bad flags are refused with exit code 2.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_iotc"))

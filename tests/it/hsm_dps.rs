@@ -1,7 +1,7 @@
 //! `iotc dps register` with the device key in a real PKCS#11 token (SoftHSM2), against the
 //! emulator's DPS over real TLS, through the real binary: the key is generated in the token
 //! (`iotc cert device --key-store`), never written to a file, and signs the TLS handshake
-//! from there (ECDSA P-256, and RSA-PSS under TLS 1.3).
+//! from there (ECDSA P-256, and RSA-PSS under TLS 1.3), over HTTPS and over MQTT.
 
 use crate::common_hsm;
 use crate::common_workflow;
@@ -57,6 +57,17 @@ fn token_device(emu: &Emu, h: &SoftHsm, id: &str, key_type: &str) {
 }
 
 fn register(emu: &Emu, h: &SoftHsm, id: &str, key: &str) -> assert_cmd::assert::Assert {
+    register_over(emu, h, id, key, "https")
+}
+
+/// [`register`] over `transport` (`https` or `mqtt`).
+fn register_over(
+    emu: &Emu,
+    h: &SoftHsm,
+    id: &str,
+    key: &str,
+    transport: &str,
+) -> assert_cmd::assert::Assert {
     with_token(emu, h)
         .args([
             "--output",
@@ -67,6 +78,7 @@ fn register(emu: &Emu, h: &SoftHsm, id: &str, key: &str) -> assert_cmd::assert::
             id,
         ])
         .args(["--cert", &format!("dev/{id}_fullchain.pem"), "--key", key])
+        .args(["--transport", transport])
         .assert()
 }
 
@@ -91,9 +103,15 @@ fn a_device_key_in_the_token_registers_over_tls() {
     assert_assigned(&a, "tok-ec");
     assert_non_extractable(&h.private_key_listing("station", "tok-ec"));
 
+    // Over MQTT the token signs the handshake of the MQTT listener the same way.
+    let a = register_over(&emu, &h, "tok-ec", "dev/tok-ec_key.uri", "mqtt").success();
+    assert_assigned(&a, "tok-ec");
+
     // RSA: TLS 1.3 allows only RSA-PSS, signed in the token.
     token_device(&emu, &h, "tok-rsa", "rsa-2048");
     let a = register(&emu, &h, "tok-rsa", "dev/tok-rsa_key.uri").success();
+    assert_assigned(&a, "tok-rsa");
+    let a = register_over(&emu, &h, "tok-rsa", "dev/tok-rsa_key.uri", "mqtt").success();
     assert_assigned(&a, "tok-rsa");
 }
 

@@ -6,6 +6,7 @@ mod common_cert;
 mod common_dps;
 mod common_emulator;
 mod common_hsm;
+mod common_mqtt;
 mod common_workflow;
 
 mod central_cli;
@@ -24,6 +25,8 @@ mod cli_progress;
 mod docs_tour;
 mod dps_cli;
 mod dps_identity;
+mod dps_mqtt;
+mod dps_mqtt_node;
 mod dps_protocol;
 mod dps_sas;
 mod dps_x509;

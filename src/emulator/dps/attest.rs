@@ -210,8 +210,8 @@ pub fn x509(
 ) -> Result<Attested, Refusal> {
     let Some(leaf_der) = chain.first() else {
         return Err(Refusal::Unauthorized(
-            "no credentials: send a SAS token in the Authorization header or a client \
-             certificate in the TLS handshake"
+            "no credentials: send a SAS token (the HTTPS Authorization header, the MQTT \
+             password) or a client certificate in the TLS handshake"
                 .into(),
         ));
     };

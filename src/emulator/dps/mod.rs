@@ -16,8 +16,14 @@
 //! (`ProvisioningServiceErrorDetails`) and the `x-ms-error-code` header. Fault injection and
 //! added latency come from the shared settings; the IoT Central rate limit does not apply
 //! here (DPS has its own quotas, not emulated).
+//!
+//! The checks and the work of a request (authenticate, start an operation, answer a poll)
+//! are transport-neutral functions over one [`Dps`]: the HTTPS handlers here and the MQTT
+//! listener ([`mqtt`]) both call them, so a device registered over one transport is the
+//! same registration, with the same operations in flight, over the other.
 
 pub mod attest;
+pub mod mqtt;
 pub mod registry;
 
 use super::settings::{Fault, SettingsHandle};
@@ -48,33 +54,46 @@ pub struct DpsContext {
     pub dps_endpoint: String,
 }
 
-struct Dps {
+/// The one DPS instance behind every transport: its context, the application facts and the
+/// registry of operations in flight.
+pub struct Dps {
     ctx: DpsContext,
     facts: super::app::AppFacts,
     registry: Registry,
 }
 
-/// Serves DPS on `listener` with the emulator's TLS configuration (client certificates are
-/// requested, not required; see [`super::tls::PeerCertificates`]) until `shutdown`.
+impl std::fmt::Debug for Dps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dps")
+            .field("id_scope", &self.ctx.id_scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dps {
+    /// The DPS instance of the emulator's store (reads the application facts).
+    pub fn new(ctx: DpsContext) -> Result<Arc<Dps>, super::EmulatorError> {
+        let facts = super::app::init(&ctx.store).map_err(|e| {
+            super::EmulatorError::Store(format!("DPS cannot read the application facts: {e}"))
+        })?;
+        Ok(Arc::new(Dps {
+            registry: Registry::new(ctx.store.clone()),
+            ctx,
+            facts,
+        }))
+    }
+}
+
+/// Serves DPS over HTTPS on `listener` with the emulator's TLS configuration (client
+/// certificates are requested, not required; see [`super::tls::PeerCertificates`]) until
+/// `shutdown`.
 pub async fn serve(
-    ctx: DpsContext,
+    dps: Arc<Dps>,
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let facts = match super::app::init(&ctx.store) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!("DPS listener cannot read the application facts: {e}");
-            return;
-        }
-    };
-    let state = Arc::new(Dps {
-        registry: Registry::new(ctx.store.clone()),
-        ctx,
-        facts,
-    });
-    super::tls::serve(listener, tls, router(state), shutdown).await;
+    super::tls::serve(listener, tls, router(dps), shutdown).await;
 }
 
 fn router(state: Arc<Dps>) -> axum::Router {
@@ -156,16 +175,22 @@ impl From<Refusal> for DpsError {
     }
 }
 
-impl IntoResponse for DpsError {
-    fn into_response(self) -> Response {
-        let body = ProvisioningServiceErrorDetails {
+impl DpsError {
+    /// DPS's error body of this error (a fresh tracking id, the time now).
+    fn body(&self) -> ProvisioningServiceErrorDetails {
+        ProvisioningServiceErrorDetails {
             error_code: Some(self.code),
             tracking_id: Some(uuid::Uuid::new_v4().to_string()),
-            message: Some(self.message),
+            message: Some(self.message.clone()),
             info: None,
             timestamp_utc: Some(attest::rfc3339(time::OffsetDateTime::now_utc())),
-        };
-        let mut resp = (self.status, axum::Json(body)).into_response();
+        }
+    }
+}
+
+impl IntoResponse for DpsError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(self.body())).into_response();
         if let Ok(v) = http::HeaderValue::from_str(&self.code.to_string()) {
             resp.headers_mut().insert("x-ms-error-code", v);
         }
@@ -179,8 +204,16 @@ impl IntoResponse for DpsError {
 
 type DpsResult<T> = Result<T, DpsError>;
 
+/// What an injected fault does to a request, whatever the transport.
+enum FaultAnswer {
+    /// Answer with this error (503 or 429, with a retry-after).
+    Refuse(DpsError),
+    /// Drop the connection without answering.
+    Drop,
+}
+
 /// Fault injection and latency, as on the API listener.
-async fn faults(ctx: &DpsContext) -> Option<Response> {
+async fn draw_fault(ctx: &DpsContext) -> Option<FaultAnswer> {
     let latency = ctx.settings.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -189,29 +222,31 @@ async fn faults(ctx: &DpsContext) -> Option<Response> {
     super::stats::fault(&ctx.store, "dps", fault);
     match fault {
         Fault::None => None,
-        Fault::ServerError => Some(
-            DpsError {
-                retry_after: Some(1),
-                ..DpsError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    503_000,
-                    "service unavailable (fault injection)",
-                )
-            }
-            .into_response(),
-        ),
-        Fault::Throttle => Some(
-            DpsError {
-                retry_after: Some(1),
-                ..DpsError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    error_codes::THROTTLED,
-                    "too many requests (fault injection)",
-                )
-            }
-            .into_response(),
-        ),
-        Fault::Drop => {
+        Fault::ServerError => Some(FaultAnswer::Refuse(DpsError {
+            retry_after: Some(1),
+            ..DpsError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                503_000,
+                "service unavailable (fault injection)",
+            )
+        })),
+        Fault::Throttle => Some(FaultAnswer::Refuse(DpsError {
+            retry_after: Some(1),
+            ..DpsError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                error_codes::THROTTLED,
+                "too many requests (fault injection)",
+            )
+        })),
+        Fault::Drop => Some(FaultAnswer::Drop),
+    }
+}
+
+/// [`draw_fault`] as an HTTP response.
+async fn faults(ctx: &DpsContext) -> Option<Response> {
+    match draw_fault(ctx).await? {
+        FaultAnswer::Refuse(e) => Some(e.into_response()),
+        FaultAnswer::Drop => {
             let mut r = StatusCode::INTERNAL_SERVER_ERROR.into_response();
             r.extensions_mut().insert(DropConnection);
             Some(r)
@@ -220,11 +255,17 @@ async fn faults(ctx: &DpsContext) -> Option<Response> {
 }
 
 fn check_api_version(q: &HashMap<String, String>) -> DpsResult<()> {
-    match q.get("api-version") {
+    api_version_ok(q.get("api-version").map(String::as_str))
+}
+
+/// The api-version a request names (the query parameter over HTTPS, the CONNECT user name
+/// over MQTT), checked against the versions the SDKs send.
+fn api_version_ok(v: Option<&str>) -> DpsResult<()> {
+    match v {
         None => Err(DpsError::bad_request(
             "the api-version query parameter is required",
         )),
-        Some(v) if SUPPORTED_API_VERSIONS.contains(&v.as_str()) => Ok(()),
+        Some(v) if SUPPORTED_API_VERSIONS.contains(&v) => Ok(()),
         Some(v) => Err(DpsError::bad_request(format!(
             "api-version {v:?} is not supported; use one of {}",
             SUPPORTED_API_VERSIONS.join(", ")
@@ -291,7 +332,17 @@ async fn authenticate(
                 .map_err(|_| DpsError::unauthorized("the Authorization header is not text"))
         })
         .transpose()?;
-    let chain = peer.0.clone();
+    authenticate_with(dps, auth, peer.0.clone(), registration_id).await
+}
+
+/// The one attestation check of every transport: the SAS token `auth` when there is one
+/// (the HTTPS Authorization header, the MQTT password), else the TLS client `chain`.
+async fn authenticate_with(
+    dps: &Arc<Dps>,
+    auth: Option<String>,
+    chain: Vec<Vec<u8>>,
+    registration_id: &str,
+) -> DpsResult<attest::Attested> {
     let dps2 = dps.clone();
     let rid = registration_id.to_owned();
     // Chain checks parse and verify signatures: keep them off the async workers.
@@ -353,6 +404,31 @@ async fn register_inner(
     check_registration_id(registration_id)?;
     let reg = parse_body(body, registration_id)?;
     let who = authenticate(dps, headers, peer, registration_id).await?;
+    let op_id = begin_registration(dps, registration_id, reg, who).await?;
+    let status = RegistrationOperationStatus::assigning(op_id.clone());
+    let mut resp = (StatusCode::ACCEPTED, axum::Json(status)).into_response();
+    let location = format!(
+        "{}/{}/registrations/{}/operations/{}",
+        dps.ctx.dps_endpoint, dps.ctx.id_scope, registration_id, op_id
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(http::header::LOCATION, v);
+    }
+    resp.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(retry_after_seconds(&dps.ctx.settings)),
+    );
+    Ok(resp)
+}
+
+/// Assigns an authenticated device (or records why it cannot be: a disabled enrollment or a
+/// blocked device) and starts the operation that reports it; returns the operation id.
+async fn begin_registration(
+    dps: &Arc<Dps>,
+    registration_id: &str,
+    reg: DeviceRegistration,
+    who: attest::Attested,
+) -> DpsResult<String> {
     let op_id = registry::new_operation_id();
     let result = match &who.disabled {
         Some(message) => OpResult::Disabled {
@@ -385,20 +461,7 @@ async fn register_inner(
     };
     let polls = dps.ctx.settings.get().dps_assigning_polls;
     dps.registry.start(&op_id, registration_id, polls, result);
-    let status = RegistrationOperationStatus::assigning(op_id.clone());
-    let mut resp = (StatusCode::ACCEPTED, axum::Json(status)).into_response();
-    let location = format!(
-        "{}/{}/registrations/{}/operations/{}",
-        dps.ctx.dps_endpoint, dps.ctx.id_scope, registration_id, op_id
-    );
-    if let Ok(v) = http::HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(http::header::LOCATION, v);
-    }
-    resp.headers_mut().insert(
-        http::header::RETRY_AFTER,
-        http::HeaderValue::from(retry_after_seconds(&dps.ctx.settings)),
-    );
-    Ok(resp)
+    Ok(op_id)
 }
 
 /// Seconds sent in `Retry-After` while a registration is assigning.
@@ -422,52 +485,8 @@ async fn operation(
         check_scope(&dps, &scope)?;
         check_registration_id(&registration_id)?;
         authenticate(&dps, &headers, &peer, &registration_id).await?;
-        let Some(step) = dps.registry.poll(&operation_id, &registration_id) else {
-            return Err(DpsError::new(
-                StatusCode::NOT_FOUND,
-                error_codes::NOT_FOUND,
-                format!(
-                    "operation {operation_id:?} of registration {registration_id:?} was not found"
-                ),
-            ));
-        };
-        let mut resp = match step {
-            registry::Poll::Assigning => (
-                StatusCode::ACCEPTED,
-                axum::Json(RegistrationOperationStatus::assigning(operation_id.clone())),
-            )
-                .into_response(),
-            registry::Poll::Done(result) => {
-                let (status, state) = match result {
-                    OpResult::Assigned(state) => (EnrollmentStatus::Assigned, *state),
-                    OpResult::Disabled {
-                        registration_id,
-                        message,
-                    } => (
-                        EnrollmentStatus::Disabled,
-                        DeviceRegistrationResult {
-                            registration_id: Some(registration_id),
-                            status: Some(EnrollmentStatus::Disabled),
-                            error_code: Some(error_codes::FORBIDDEN),
-                            error_message: Some(message),
-                            last_updated_date_time_utc: Some(attest::rfc3339(
-                                time::OffsetDateTime::now_utc(),
-                            )),
-                            ..Default::default()
-                        },
-                    ),
-                };
-                (
-                    StatusCode::OK,
-                    axum::Json(RegistrationOperationStatus {
-                        operation_id: operation_id.clone(),
-                        status: Some(status),
-                        registration_state: Some(state),
-                    }),
-                )
-                    .into_response()
-            }
-        };
+        let (status, body) = poll_operation(&dps, &registration_id, &operation_id)?;
+        let mut resp = (status, axum::Json(body)).into_response();
         if resp.status() == StatusCode::ACCEPTED {
             resp.headers_mut().insert(
                 http::header::RETRY_AFTER,
@@ -478,6 +497,57 @@ async fn operation(
     }
     .await;
     r.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// One poll of an operation of an authenticated device: 202 while assigning, 200 with the
+/// final state, 404 for an operation that is not this registration's.
+fn poll_operation(
+    dps: &Dps,
+    registration_id: &str,
+    operation_id: &str,
+) -> DpsResult<(StatusCode, RegistrationOperationStatus)> {
+    let Some(step) = dps.registry.poll(operation_id, registration_id) else {
+        return Err(DpsError::new(
+            StatusCode::NOT_FOUND,
+            error_codes::NOT_FOUND,
+            format!("operation {operation_id:?} of registration {registration_id:?} was not found"),
+        ));
+    };
+    Ok(match step {
+        registry::Poll::Assigning => (
+            StatusCode::ACCEPTED,
+            RegistrationOperationStatus::assigning(operation_id),
+        ),
+        registry::Poll::Done(result) => {
+            let (status, state) = match result {
+                OpResult::Assigned(state) => (EnrollmentStatus::Assigned, *state),
+                OpResult::Disabled {
+                    registration_id,
+                    message,
+                } => (
+                    EnrollmentStatus::Disabled,
+                    DeviceRegistrationResult {
+                        registration_id: Some(registration_id),
+                        status: Some(EnrollmentStatus::Disabled),
+                        error_code: Some(error_codes::FORBIDDEN),
+                        error_message: Some(message),
+                        last_updated_date_time_utc: Some(attest::rfc3339(
+                            time::OffsetDateTime::now_utc(),
+                        )),
+                        ..Default::default()
+                    },
+                ),
+            };
+            (
+                StatusCode::OK,
+                RegistrationOperationStatus {
+                    operation_id: operation_id.to_owned(),
+                    status: Some(status),
+                    registration_state: Some(state),
+                },
+            )
+        }
+    })
 }
 
 async fn status_lookup(

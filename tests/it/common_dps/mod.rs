@@ -21,14 +21,17 @@ pub struct Env {
     pub dir: tempfile::TempDir,
 }
 
-/// Starts an emulator with no rate limit, one `assigning` poll and `Retry-After: 0`.
+/// Starts an emulator with no rate limit, one `assigning` poll and `Retry-After: 0`, serving
+/// DPS over HTTPS and over MQTT.
 pub async fn start() -> Env {
     start_in(tempfile::tempdir().unwrap()).await
 }
 
 /// The same, on the data folder `dir` (which may hold an earlier emulator's state).
 async fn start_in(dir: tempfile::TempDir) -> Env {
-    let mut config = EmulatorConfig::new(dir.path()).rate_limit(None);
+    let mut config = EmulatorConfig::new(dir.path())
+        .rate_limit(None)
+        .dps_mqtt_listen(([127, 0, 0, 1], 0).into());
     config.settings.dps_assigning_polls = 1;
     config.settings.dps_retry_after_seconds = 0;
     let emu = Emulator::start(config).await.unwrap();
@@ -67,6 +70,24 @@ impl Env {
             ca_pem: Some(self.ca_pem.clone()),
             deadline: Duration::from_secs(30),
             ..ClientOptions::default()
+        }
+    }
+
+    /// `host:port` of the emulator's DPS over MQTT.
+    pub fn mqtt_host(&self) -> String {
+        self.emu
+            .info()
+            .dps_mqtt_host
+            .clone()
+            .expect("MQTT listener on")
+    }
+
+    /// Client options that register over MQTT.
+    pub fn mqtt_options(&self) -> ClientOptions {
+        ClientOptions {
+            transport: iotc::dps::Transport::Mqtt,
+            mqtt_host: Some(self.mqtt_host()),
+            ..self.options()
         }
     }
 
@@ -214,4 +235,33 @@ pub fn key_der(dev: &Issued) -> Vec<u8> {
 
 pub fn rid(id: &str) -> iotc::ids::RegistrationId {
     id.parse().unwrap()
+}
+
+/// Runs the real binary off the async workers (the emulator in this process keeps serving).
+pub async fn run_iotc(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_iotc"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// Checks that an X.509 registration went through enrollment group `group`, whose CA (the
+/// certificate `ca_der`) signed the device's chain.
+pub fn assert_signed_through(
+    x509: &iotc::dps::wire::X509RegistrationResult,
+    group: &str,
+    ca_der: &[u8],
+) {
+    assert_eq!(x509.enrollment_group_id.as_deref(), Some(group));
+    assert_eq!(
+        x509.signing_certificate_info
+            .as_ref()
+            .expect("signingCertificateInfo")
+            .sha1_thumbprint,
+        iotc::cert::sha1_thumbprint(ca_der)
+    );
 }

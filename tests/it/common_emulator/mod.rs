@@ -173,3 +173,57 @@ pub fn assert_error_shape(status: u16, headers: &reqwest::header::HeaderMap, v: 
         "unexpected {status}: {v}"
     );
 }
+
+/// Runs `iotc emulator --data-dir DIR ARGS...` and returns it with its ready line, checked to
+/// be what it wrote to `emulator.json`.
+pub async fn spawn_binary(
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (std::process::Child, serde_json::Value) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iotc"))
+        .args(["emulator", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = ready_line(&mut child).await;
+    let file: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(dir.join("emulator.json"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(ready, file);
+    (child, ready)
+}
+
+/// Sends SIGTERM to an emulator from [`spawn_binary`] and checks that it exits cleanly.
+pub async fn stop_binary(mut child: std::process::Child) {
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// The first line `iotc emulator` prints on stdout, which must be one JSON object.
+pub async fn ready_line(child: &mut std::process::Child) -> serde_json::Value {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    serde_json::from_str(line.trim()).expect("one JSON line")
+}

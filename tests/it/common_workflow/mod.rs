@@ -16,7 +16,8 @@ pub struct Emu {
 }
 
 impl Emu {
-    /// Starts an emulator with the given IoT Central rate limit (None = off).
+    /// Starts an emulator with the given IoT Central rate limit (None = off), DPS over MQTT
+    /// included.
     pub fn start(rate_limit: Option<u32>) -> Emu {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -26,7 +27,9 @@ impl Emu {
         let dir = tempfile::tempdir().unwrap();
         let emulator = rt
             .block_on(Emulator::start(
-                EmulatorConfig::new(dir.path().join("emulator")).rate_limit(rate_limit),
+                EmulatorConfig::new(dir.path().join("emulator"))
+                    .rate_limit(rate_limit)
+                    .dps_mqtt_listen(([127, 0, 0, 1], 0).into()),
             ))
             .expect("emulator starts");
         let info = emulator.info().clone();
@@ -52,18 +55,8 @@ impl Emu {
 
     /// The same, as an assert_cmd command.
     pub fn cmd(&self) -> assert_cmd::Command {
-        let mut c = assert_cmd::Command::new(env!("CARGO_BIN_EXE_iotc"));
-        c.env("IOTC_APP_URL", &self.info.api_url)
-            .env("IOTC_API_TOKEN", self.info.admin_token.expose())
-            .env("IOTC_CA_FILE", &self.info.ca_cert)
-            .env("IOTC_ID_SCOPE", &self.info.id_scope)
-            .env("IOTC_DPS_ENDPOINT", &self.info.dps_endpoint)
-            .env("HOME", self.dir.path())
-            .env("XDG_CONFIG_HOME", self.dir.path())
-            .env_remove("IOTC_PROFILE")
-            .env_remove("IOTC_RATE_LIMIT")
-            .current_dir(self.dir.path())
-            .timeout(std::time::Duration::from_secs(300));
+        let mut c = assert_cmd::Command::from_std(self.iotc());
+        c.timeout(std::time::Duration::from_secs(300));
         c
     }
 
@@ -78,6 +71,10 @@ impl Emu {
             .env_remove("IOTC_PROFILE")
             .env_remove("IOTC_RATE_LIMIT")
             .current_dir(self.dir.path());
+        // `dps register --transport mqtt` finds the MQTT listener as a user's shell would.
+        if let Some(host) = &self.info.dps_mqtt_host {
+            c.env("IOTC_DPS_MQTT_HOST", host);
+        }
     }
 
     /// A library client (admin token), for checking what the emulator holds.
