@@ -14,13 +14,15 @@
 //! Layout: [`tls`] (CA, acceptor, accept loop), [`store`] + [`records`] (durable state),
 //! [`auth`] (tokens, roles, organization reach), [`query`] (list filters and device-group
 //! queries), [`settings`] (rate limit, faults), [`api`] (the IoT Central routes), [`app`]
-//! (application facts and what DPS reads), [`dps`] (the DPS listener).
+//! (application facts and what DPS reads), [`dps`] (the DPS listener), [`entra`] (the local
+//! Microsoft Entra authority and the bearer-token checks).
 
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod certs;
 pub mod dps;
+pub mod entra;
 pub mod error;
 pub mod query;
 pub mod records;
@@ -131,6 +133,12 @@ pub struct ReadyInfo {
     pub admin_token: Secret,
     /// Path of the PEM of the CA that signed the TLS server certificates.
     pub ca_cert: PathBuf,
+    /// The Entra authority (`AZURE_AUTHORITY_HOST`): https on the API listener.
+    #[serde(default)]
+    pub authority_host: String,
+    /// The authority's tenant (directory) id (`AZURE_TENANT_ID`).
+    #[serde(default)]
+    pub tenant_id: String,
 }
 
 /// A running emulator.
@@ -213,11 +221,13 @@ impl Emulator {
             .map_err(|e| EmulatorError::Store(format!("settings: {e}")))?;
         let settings = Arc::new(settings::SettingsHandle::new(initial));
 
+        let entra = Arc::new(entra::Authority::load_or_create(dir, &store, &api_url)?);
         let state = api::AppState::new(api::Shared {
             store: store.clone(),
             settings: settings.clone(),
             api_url: api_url.clone(),
             facts: facts.clone(),
+            entra: entra.clone(),
         });
         let (tx, rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
@@ -241,6 +251,8 @@ impl Emulator {
         )));
 
         let info = ReadyInfo {
+            authority_host: entra.authority_host().to_owned(),
+            tenant_id: entra.tenant_id().to_owned(),
             api_url,
             dps_endpoint,
             id_scope: facts.id_scope.clone(),
@@ -266,6 +278,11 @@ impl Emulator {
     /// The shared behaviour settings (the same object `PUT /emulator/settings` changes).
     pub fn settings(&self) -> &settings::SettingsHandle {
         &self.state.settings
+    }
+
+    /// The Entra authority (its tenant, its token-endpoint counters).
+    pub fn entra(&self) -> &entra::Authority {
+        &self.state.entra
     }
 
     /// The store (for in-process tests and tools).

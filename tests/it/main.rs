@@ -5,6 +5,7 @@ mod common_central;
 mod common_cert;
 mod common_dps;
 mod common_emulator;
+mod common_entra;
 mod common_workflow;
 
 mod central_cli;
@@ -31,6 +32,8 @@ mod emulator_conformance;
 mod emulator_lists;
 mod emulator_ops;
 mod emulator_rbac;
+mod entra_refusals;
+mod entra_signin;
 mod reliability_faults;
 mod security_dps;
 mod security_rbac;
