@@ -384,15 +384,21 @@ async fn put_settings(
 }
 
 fn require_admin(p: &Principal) -> ApiResult<()> {
+    require_app_admin(p, "emulator settings")
+}
+
+/// 403 unless the caller holds an application-wide Administrator role; `what` names what
+/// needs it.
+pub(crate) fn require_app_admin(p: &Principal, what: &str) -> ApiResult<()> {
     if p.grants
         .iter()
         .any(|g| g.role == crate::central::models::roles::ADMINISTRATOR && g.reach.is_none())
     {
         Ok(())
     } else {
-        Err(ApiError::forbidden(
-            "emulator settings need an application-wide Administrator token",
-        ))
+        Err(ApiError::forbidden(format!(
+            "{what} need an application-wide Administrator token"
+        )))
     }
 }
 

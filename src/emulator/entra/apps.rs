@@ -73,16 +73,7 @@ struct PutBody {
 }
 
 fn require_admin(p: &Principal) -> ApiResult<()> {
-    if p.grants
-        .iter()
-        .any(|g| g.role == crate::central::models::roles::ADMINISTRATOR && g.reach.is_none())
-    {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "Entra app registrations need an application-wide Administrator",
-        ))
-    }
+    crate::emulator::api::require_app_admin(p, "Entra app registrations")
 }
 
 fn valid_name(name: &str) -> ApiResult<()> {

@@ -7,8 +7,9 @@
 //! client credential, 400 otherwise), which the Azure SDKs turn into their error messages.
 //! Client assertions are checked fully: the thumbprint names a registered certificate
 //! (`x5t` with RS256, `x5t#S256` with PS256), the signature verifies against it (jsonwebtoken
-//! on aws-lc-rs), `aud` is this token endpoint, `iss` = `sub` = the client id, and the time
-//! claims (integers or, as MSAL sends them, floats) hold now.
+//! on aws-lc-rs), and jsonwebtoken's claim checks: `aud` is this token endpoint, `iss` = `sub`
+//! = the client id, and the time claims (integers or, as MSAL sends them, floats) hold now
+//! within five minutes of skew.
 
 use super::apps::{by_client_id, sha256_hex, AppRecord};
 use super::Authority;
@@ -27,7 +28,7 @@ pub struct AuthorityResponse;
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// Seconds of clock skew allowed on a client assertion's time claims.
-const ASSERTION_SKEW: f64 = 300.0;
+const ASSERTION_SKEW: u64 = 300;
 
 fn answer(status: StatusCode, body: Value) -> Response {
     let mut r = (status, Json(body)).into_response();
@@ -383,54 +384,45 @@ fn check_assertion(a: &Authority, app: &AppRecord, assertion: &str) -> Result<()
             format!("The registered certificate is unusable: {e}"),
         )
     })?;
+    // jsonwebtoken checks the claims too: times (integers or, as MSAL sends them, floats)
+    // within the skew, the audience, and the issuer and subject, both the client id.
     let mut validation = jsonwebtoken::Validation::new(header.alg);
-    // The time claims may be floats (MSAL sends them so), which jsonwebtoken's own checks
-    // refuse: they are checked below.
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    validation.required_spec_claims.clear();
-    let claims: Value = jsonwebtoken::decode(assertion, &key, &validation)
-        .map_err(|e| {
-            bad_assertion(
-                700027,
-                format!("Client assertion contains an invalid signature. [Reason - {e}]"),
-            )
-        })?
-        .claims;
-    let text = |name: &str| claims.get(name).and_then(Value::as_str);
-    if text("aud") != Some(a.token_endpoint().as_str()) {
-        return Err(bad_assertion(
-            700212,
-            format!(
-                "The client assertion's audience claim {:?} does not match the token endpoint '{}'.",
-                claims.get("aud"),
-                a.token_endpoint()
+    validation.leeway = ASSERTION_SKEW;
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+    validation.set_audience(&[a.token_endpoint()]);
+    validation.set_issuer(&[&app.client_id]);
+    validation.sub = Some(app.client_id.clone());
+    jsonwebtoken::decode::<Value>(assertion, &key, &validation).map_err(|e| {
+        use jsonwebtoken::errors::ErrorKind;
+        match e.kind() {
+            ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => bad_assertion(
+                700024,
+                format!("Client assertion is not within its valid time range ({e})."),
             ),
-        ));
-    }
-    for name in ["iss", "sub"] {
-        if !text(name).is_some_and(|v| v.eq_ignore_ascii_case(&app.client_id)) {
-            return Err(bad_assertion(
+            ErrorKind::InvalidAudience => bad_assertion(
+                700212,
+                format!(
+                    "The client assertion's audience claim does not match the token endpoint '{}'.",
+                    a.token_endpoint()
+                ),
+            ),
+            ErrorKind::InvalidIssuer | ErrorKind::InvalidSubject => bad_assertion(
                 700021,
                 format!(
-                    "The client assertion's {name} claim must be the client id '{}'.",
+                    "The client assertion's iss and sub claims must be the client id '{}'.",
                     app.client_id
                 ),
-            ));
+            ),
+            ErrorKind::MissingRequiredClaim(c) => {
+                bad_assertion(50027, format!("The client assertion has no {c} claim."))
+            }
+            _ => bad_assertion(
+                700027,
+                format!("Client assertion contains an invalid signature. [Reason - {e}]"),
+            ),
         }
-    }
-    let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
-    let number = |name: &str| claims.get(name).and_then(Value::as_f64);
-    let exp = number("exp")
-        .ok_or_else(|| bad_assertion(50027, "The client assertion has no numeric exp claim."))?;
-    let nbf = number("nbf").or_else(|| number("iat")).unwrap_or(now);
-    if now > exp + ASSERTION_SKEW || now + ASSERTION_SKEW < nbf {
-        return Err(bad_assertion(
-            700024,
-            format!("Client assertion is not within its valid time range (nbf {nbf}, exp {exp}, now {now})."),
-        ));
-    }
+    })?;
     Ok(())
 }
 
