@@ -6,7 +6,9 @@
 //! PKCS#12) and workload-identity sign in for real against the authority; azure-cli runs a
 //! stand-in `az` on PATH that prints what `az account get-access-token` prints (a token the
 //! authority issued), which proves the choice is wired and the token is used, not that a real
-//! `az login` works; managed-identity cannot be reached here (IMDS is not on this machine).
+//! `az login` works; managed-identity asks a stand-in of App Service's identity endpoint
+//! (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`, on loopback) through our transport, which proves
+//! the wiring and the request, not Azure's endpoints (IMDS is not reachable here).
 
 use crate::common_central::Emu;
 use crate::common_entra::{self as entra, App};
@@ -485,4 +487,73 @@ async fn a_token_the_service_calls_expired_is_replaced_once_and_the_call_succeed
     // Later calls reuse the fresh token.
     client.list_roles().next_page().await.unwrap().unwrap();
     assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// A one-shot stand-in for App Service's managed-identity endpoint on loopback: answers the
+/// first request with `token` and hands back the request line and headers it got.
+fn msi_endpoint(token: String) -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/msi/token", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let expires = time::OffsetDateTime::now_utc().unix_timestamp() + 3000;
+        let body = json!({"access_token": token, "expires_on": expires.to_string(),
+            "token_type": "Bearer", "resource": "https://apps.azureiotcentral.com"})
+        .to_string();
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        head
+    });
+    (url, handle)
+}
+
+#[test]
+fn managed_identity_asks_the_local_identity_endpoint_for_the_iot_central_resource() {
+    let s = setup();
+    let app = s.register("vm-identity", json!({}));
+    s.add_sp(
+        "vm",
+        &app,
+        json!([{"role": iotc::central::models::roles::OPERATOR}]),
+    );
+    let (status, v) = s
+        .emu
+        .block_on(entra::token_with_secret(&s.http, &s.authority, &app, SCOPE));
+    assert_eq!(status, 200, "{v}");
+    let (url, server) = msi_endpoint(v["access_token"].as_str().unwrap().to_owned());
+    let out = s
+        .iotc("managed-identity", &app)
+        .env_remove("AZURE_CLIENT_ID")
+        .env("IDENTITY_ENDPOINT", &url)
+        .env("IDENTITY_HEADER", "local-identity-secret")
+        .args(["device", "list"])
+        .output()
+        .unwrap();
+    ok(out);
+    let head = server.join().unwrap().to_ascii_lowercase();
+    assert!(
+        head.starts_with(
+            "get /msi/token?api-version=2019-08-01&resource=https%3a%2f%2fapps.azureiotcentral.com"
+        ),
+        "{head}"
+    );
+    assert!(
+        head.contains("x-identity-header: local-identity-secret"),
+        "{head}"
+    );
 }
