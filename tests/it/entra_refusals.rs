@@ -577,7 +577,7 @@ async fn client_assertions_rs256_and_ps256_with_float_times_and_their_refusals()
         (
             "issuer is not the client",
             assertion(&key, RS256, &cert_der, &with(json!({"iss": "someone"}))),
-            "iss claim",
+            "iss and sub claims",
         ),
         (
             "expired",

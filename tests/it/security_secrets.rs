@@ -39,7 +39,8 @@ fn files_named(dir: &Path, suffix: &str, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The private scalar of an unencrypted PEM key, read by the openssl CLI.
+/// The private scalar of an unencrypted PEM key (EC `priv`, RSA `privateExponent`), read by
+/// the openssl CLI.
 fn private_scalar(key_pem: &Path) -> Vec<u8> {
     let out = Command::new("openssl")
         .args(["pkey", "-noout", "-text", "-in"])
@@ -51,7 +52,7 @@ fn private_scalar(key_pem: &Path) -> Vec<u8> {
     let mut hex = String::new();
     let mut in_priv = false;
     for line in text.lines() {
-        if line.starts_with("priv:") {
+        if line.starts_with("priv:") || line.starts_with("privateExponent:") {
             in_priv = true;
             continue;
         }
@@ -139,8 +140,9 @@ fn demo_at_trace_level_prints_no_private_key_and_no_token() {
 
     let mut keys = Vec::new();
     files_named(&data, "_key.pem", &mut keys);
-    // root CA, intermediate CA, the emulator's CA, the first device, 3 batch devices.
-    assert!(keys.len() >= 7, "key files: {keys:?}");
+    // root CA, intermediate CA, the emulator's CA, the first device, 3 batch devices, the
+    // emulator's Entra signing key.
+    assert!(keys.len() >= 8, "key files: {keys:?}");
     for k in &keys {
         assert_0600(k);
         assert_absent(&text, &k.display().to_string(), &forms(&private_scalar(k)));

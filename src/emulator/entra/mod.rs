@@ -187,6 +187,13 @@ fn signing_key(dir: &Path) -> Result<(PrivateKey, Vec<u8>), EmulatorError> {
     let key_path = dir.join(SIGNING_KEY_FILE);
     let cert_path = dir.join(SIGNING_CERT_FILE);
     if key_path.exists() && cert_path.exists() {
+        // A key left readable by others (a copied data folder, an old umask) is narrowed.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| EmulatorError::Io(format!("chmod {}", key_path.display()), e))?;
+        }
         let read = |p: &Path| {
             std::fs::read_to_string(p)
                 .map_err(|e| EmulatorError::Io(format!("read {}", p.display()), e))
