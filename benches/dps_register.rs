@@ -6,7 +6,8 @@
 //! `DPS_BENCH_CONCURRENCY`, comma-separated list, default `1,8,32`; `DPS_BENCH_INTERMEDIATE=1`
 //! to sign devices with an intermediate and present it in the handshake).
 //! Certificates are made before the clock starts; the emulator and the clients share the
-//! machine. Prints one line per concurrency level.
+//! machine. Prints one line per concurrency level. A failed registration fails the run (under
+//! `cargo test` too), and at the end DPS's own count must show every device registered once.
 
 mod common;
 
@@ -148,15 +149,29 @@ async fn run(full: bool) {
             .await;
         let secs = start.elapsed().as_secs_f64();
         let failed = results.iter().filter(|r| r.is_err()).count();
-        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
-            eprintln!("first failure: {e}");
-        }
         println!(
             "dps x509 register{}: concurrency {c:>3}: {} devices in {secs:.2} s = {:.0} registrations/s ({failed} failed)",
             if with_intermediate { " (intermediate in chain)" } else { "" },
             results.len(),
             results.len() as f64 / secs,
         );
+        // A figure with failed registrations in it measures failures: the run fails instead.
+        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+            panic!(
+                "{failed} of {} registrations failed; the first: {e}",
+                results.len()
+            );
+        }
     }
+    // DPS's own count: every device registered exactly once, none twice or lost.
+    let registered = emu
+        .stats()
+        .expect("stats")
+        .of(iotc::emulator::stats::counter::DPS_REGISTRATIONS);
+    assert_eq!(registered.len(), total, "every device registered");
+    assert!(
+        registered.values().all(|&n| n == 1),
+        "a device was registered more than once"
+    );
     emu.shutdown().await;
 }

@@ -15,7 +15,9 @@
 //! - `WF_BENCH_SEQ_N` devices for a sequential (concurrency 1) line (default: N / 10).
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) it runs a small smoke pass with
-//! tiny defaults, so CI proves the benchmark works without spending minutes on it.
+//! tiny defaults, so CI proves the benchmark works without spending minutes on it. Every run,
+//! smoke or full, fails unless `iotc provision` exits 0, its report says every device
+//! succeeded, and DPS's own count shows every device registered exactly once.
 //!
 //! Peak memory is the child's maximum resident set size from `/usr/bin/time -v`. The
 //! emulator answers registrations at once (`dpsAssigningPolls` 0) in the throughput and
@@ -195,6 +197,24 @@ fn batch(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_else(|| panic!("no report; iotc said:\n{stderr}"));
+    // A figure of a batch that did not finish measures failures: the run fails instead.
+    assert!(
+        out.status.success(),
+        "iotc provision exited {:?}:\n{stderr}",
+        out.status.code()
+    );
+    assert_eq!(report["succeeded"], n, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    // DPS's own count: every device registered exactly once.
+    let registered = emu
+        .stats()
+        .expect("stats")
+        .of(iotc::emulator::stats::counter::DPS_REGISTRATIONS);
+    assert_eq!(registered.len() as u64, n, "every device registered");
+    assert!(
+        registered.values().all(|&c| c == 1),
+        "a device was registered more than once"
+    );
     rt.block_on(emu.shutdown());
     Run {
         seconds,

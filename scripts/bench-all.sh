@@ -2,7 +2,11 @@
 # Every benchmark of the project in one run, on one machine, each next to its comparison:
 #   - certificates: rcgen's floor, iotc in memory and on disk, the file system floor, encrypted
 #     keys, and a shell loop of the openssl CLI doing the same work (P-256 and RSA-2048);
-#   - the emulator's IoT Central API (reads and creates at three concurrency levels);
+#   - a CA key in a PKCS#11 token (SoftHSM2): bundles next to a file key, bare signatures (a
+#     session per worker, one shared session, one thread), openssl signing through the same
+#     token with libp11's engine;
+#   - the emulator's IoT Central API (reads and creates at three concurrency levels; device-list
+#     pages and full lists at 1,000 / 20,000 / 100,000 devices);
 #   - DPS X.509 registrations (sequential and concurrent; root- and intermediate-signed);
 #   - factory batches (`iotc provision`, sequential next to concurrent; the 20 req/s limit;
 #     peak memory at 1,000 / 10,000 / 100,000 devices).
@@ -26,6 +30,24 @@ log="$out/bench-all.log"
 cargo build --release --quiet
 cargo bench --no-run --quiet
 
+# The token benchmark: SoftHSM2, and libp11's openssl engine for the comparison.
+need_apt=()
+command -v softhsm2-util >/dev/null 2>&1 || need_apt+=(softhsm2)
+ls /usr/lib/*/engines-3/pkcs11.so >/dev/null 2>&1 || need_apt+=(libengine-pkcs11-openssl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+fi
+hsm="$TMPDIR/softhsm"
+mkdir -p "$hsm/tokens"
+export SOFTHSM2_CONF="$hsm/softhsm2.conf" IOTC_PKCS11_PIN=bench-pin-2468
+echo "directories.tokendir = $hsm/tokens" > "$SOFTHSM2_CONF"
+for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/*/softhsm/libsofthsm2.so; do
+    [ -e "$m" ] && export IOTC_PKCS11_MODULE="$m" && break
+done
+softhsm2-util --init-token --free --label bench --so-pin bench-so-1357 --pin "$IOTC_PKCS11_PIN" >/dev/null
+target/release/iotc cert root --name hsm-root --key-store 'pkcs11:token=bench;object=hsm-root' \
+    --out "$hsm" >/dev/null
+
 {
     echo "# bench-all: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(uname -sr)"
     echo "# load average before: $(cat /proc/loadavg)"
@@ -35,8 +57,12 @@ cargo bench --no-run --quiet
     echo "## iotc cert bench, rsa-2048"
     target/release/iotc cert bench --count 500 --key-type rsa-2048 --openssl-count 50 \
         --encrypted-count 100 --keep --dir "$TMPDIR"
+    echo "## iotc cert bench --hsm-ca (CA key in SoftHSM2), ec-p256"
+    target/release/iotc cert bench --hsm-ca "$hsm/hsm-root" --count 10000 --signatures 10000 \
+        --openssl-count 200 --keep --dir "$TMPDIR"
     echo "## emulator_api"
-    EMU_BENCH_N=8000 EMU_BENCH_CONCURRENCY=1,8,32 cargo bench --quiet --bench emulator_api
+    EMU_BENCH_N=8000 EMU_BENCH_CONCURRENCY=1,8,32 EMU_BENCH_LIST_SIZES=1000,20000,100000 \
+        cargo bench --quiet --bench emulator_api
     echo "## dps_register, root-signed devices"
     DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=1,8,32,64 cargo bench --quiet --bench dps_register
     echo "## dps_register, intermediate-signed devices"

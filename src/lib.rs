@@ -2,13 +2,14 @@
 //! Provisioning Service, plus a local emulator of both.
 //!
 //! The modules follow the flow of the work: [`cert`] makes and checks certificates,
-//! [`central`] talks to the IoT Central REST API, [`dps`] registers devices, and
-//! [`workflow`] strings them together for onboarding and factory batches. Those four are the
+//! [`central`] talks to the IoT Central REST API, [`dps`] registers devices,
+//! [`workflow`] strings them together for onboarding and factory batches, and [`pkcs11`] signs
+//! with keys held in a PKCS#11 token (CA keys for `cert`, device keys for `dps`). Those are the
 //! library; they build with `default-features = false` and need no server and no command-line
 //! parser. The `emulator` feature adds `emulator`, a local IoT Central + DPS that all of it is
 //! tested against; the `cli` feature adds `cli`, the `iotc` command line (with `iotc demo`,
 //! the one place that uses the workflow and the emulator together). Dependencies run one way:
-//! `cli -> workflow -> {central, dps, cert}`; the emulator reuses the wire models of
+//! `cli -> workflow -> {central, dps, cert} -> pkcs11`; the emulator reuses the wire models of
 //! `central` and `dps` and the `cert` module, and nothing below the CLI names it.
 //! `docs/architecture.md` draws the map and says where new work goes.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod dps;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod ids;
+pub mod pkcs11;
 pub mod secret;
 pub mod workflow;
 

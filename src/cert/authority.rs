@@ -4,20 +4,26 @@
 //! above it (the root is never part of a chain: a device presents leaf + intermediates and the
 //! service holds the root). Everything it issues comes back as an [`Issued`]: certificate,
 //! key (when we generated it) and the chain PEM a device presents in TLS.
+//!
+//! The CA key is a file key or a PKCS#11 token key ([`CaKey`]); which one is decided once,
+//! when the CA is made or loaded: `PREFIX_key.uri` next to `PREFIX_cert.pem` says the key is
+//! in a token, and every command that loads a CA goes through [`Authority::load`].
 
 use std::ffi::OsString;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use rcgen::{CertificateParams, Issuer, KeyPair, SanType};
+use rcgen::{CertificateParams, Issuer, SanType};
 use time::OffsetDateTime;
 
 use super::inspect::{parse_cert, subject_of};
 use super::key::pem_encode;
 use super::profile::{self, check_cn, params, rfc3339, validity, CaOptions, LeafOptions, Profile};
+use super::signer::{self, CaKey};
 use super::{parse_pem_certs, CertError, KeyType, PrivateKey};
 use crate::ids::RegistrationId;
+use crate::pkcs11::{KeyUri, TokenKey};
 
 /// A freshly issued certificate (and its key, when this tool generated it).
 #[derive(Debug, Clone)]
@@ -51,7 +57,7 @@ impl Issued {
 
 /// A CA (root or intermediate): its certificate, its key, its chain up to (excluding) the root.
 pub struct Authority {
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Issuer<'static, CaKey>,
     issued: Issued,
     /// This CA and the intermediates above it, root excluded (empty for a root).
     chain_der: Vec<Vec<u8>>,
@@ -71,16 +77,14 @@ impl fmt::Debug for Authority {
             .field("key_type", &self.key_type)
             .field("not_after", &rfc3339(self.not_after))
             .field("path_len", &self.path_len)
+            .field("key_uri", &self.key_uri())
             .field("key", &"[secret elided]")
             .finish()
     }
 }
 
 fn sign_err(subject: &str) -> impl Fn(rcgen::Error) -> CertError + '_ {
-    move |e| CertError::Sign {
-        subject: subject.to_owned(),
-        reason: e.to_string(),
-    }
+    move |e| signer::sign_error(subject, e)
 }
 
 /// `PREFIX` + `suffix`, e.g. `certs/root` + `_cert.pem`.
@@ -100,6 +104,27 @@ impl Authority {
     /// # Ok::<(), iotc::cert::CertError>(())
     /// ```
     pub fn new_root(opts: &CaOptions) -> Result<Authority, CertError> {
+        Self::make_root(opts, None)
+    }
+
+    /// Makes a self-signed root CA whose key is generated inside the PKCS#11 token `uri`
+    /// names (sensitive, not extractable); the key never leaves the token.
+    pub fn new_root_in_token(opts: &CaOptions, uri: &KeyUri) -> Result<Authority, CertError> {
+        Self::make_root(opts, Some(uri))
+    }
+
+    /// A new key: in the token when `uri` is given, else in memory.
+    fn new_ca_key(key_type: super::KeyType, uri: Option<&KeyUri>) -> Result<CaKey, CertError> {
+        match uri {
+            None => Ok(CaKey::File(key_type.generate()?)),
+            Some(uri) => {
+                let (key, public) = TokenKey::generate(uri, signer::token_type_of(key_type))?;
+                Ok(CaKey::token(key, public, key_type))
+            }
+        }
+    }
+
+    fn make_root(opts: &CaOptions, uri: Option<&KeyUri>) -> Result<Authority, CertError> {
         let cn = opts.cn.as_deref().unwrap_or("iotc root CA");
         check_cn(cn)?;
         let v = validity(
@@ -109,7 +134,7 @@ impl Authority {
             opts.not_after,
             None,
         )?;
-        let kp = opts.key_type.generate()?;
+        let kp = Self::new_ca_key(opts.key_type, uri)?;
         let p = params(
             Profile::Root {
                 path_len: opts.path_len.unwrap_or(1),
@@ -125,6 +150,23 @@ impl Authority {
     /// Issues an intermediate CA below this one (pathlen 0 by default; validity clamped to
     /// this CA's notAfter).
     pub fn issue_intermediate(&self, opts: &CaOptions) -> Result<Authority, CertError> {
+        self.make_intermediate(opts, None)
+    }
+
+    /// Issues an intermediate CA whose key is generated inside the PKCS#11 token `uri` names.
+    pub fn issue_intermediate_in_token(
+        &self,
+        opts: &CaOptions,
+        uri: &KeyUri,
+    ) -> Result<Authority, CertError> {
+        self.make_intermediate(opts, Some(uri))
+    }
+
+    fn make_intermediate(
+        &self,
+        opts: &CaOptions,
+        uri: Option<&KeyUri>,
+    ) -> Result<Authority, CertError> {
         self.ensure_can_issue()?;
         let cn = opts.cn.as_deref().unwrap_or("iotc intermediate CA");
         check_cn(cn)?;
@@ -145,7 +187,7 @@ impl Authority {
             opts.not_after,
             Some(self.not_after),
         )?;
-        let kp = opts.key_type.generate()?;
+        let kp = Self::new_ca_key(opts.key_type, uri)?;
         let p = params(
             Profile::Intermediate { path_len: wanted },
             cn,
@@ -178,6 +220,24 @@ impl Authority {
     ) -> Result<Issued, CertError> {
         let v = self.leaf_validity(opts, profile::DEVICE_DAYS)?;
         self.issue_with_new_key(Profile::Device, id.as_str(), opts.key_type, v, Vec::new())
+    }
+
+    /// Issues a device certificate for a key generated inside the PKCS#11 token `uri` names
+    /// (sensitive, not extractable): the device's key never exists outside the token, and
+    /// `Issued::key` is `None`. `opts.key_type` is the type of the key made.
+    pub fn issue_device_in_token(
+        &self,
+        id: &RegistrationId,
+        opts: &LeafOptions,
+        uri: &KeyUri,
+    ) -> Result<Issued, CertError> {
+        let v = self.leaf_validity(opts, profile::DEVICE_DAYS)?;
+        let key = Self::new_ca_key(opts.key_type, Some(uri))?;
+        let p = params(Profile::Device, id.as_str(), opts.key_type, v);
+        let cert = p
+            .signed_by(&key, &self.issuer)
+            .map_err(sign_err(id.as_str()))?;
+        Ok(self.leaf(cert.der().to_vec(), None))
     }
 
     /// Issues a verification (proof-of-possession) certificate: CN = the code.
@@ -241,47 +301,131 @@ impl Authority {
         password: Option<&str>,
         chain_pem: Option<&str>,
     ) -> Result<Authority, CertError> {
-        let certs = parse_pem_certs(cert_pem.as_bytes())?;
-        let cert_der = certs
-            .into_iter()
-            .next()
-            .ok_or_else(|| CertError::ParsePem {
-                what: "CA certificate".into(),
-                reason: "no CERTIFICATE block".into(),
-            })?;
+        let cert_der = first_cert(cert_pem)?;
         let (key, kp) = PrivateKey::from_pem(key_pem, password)?;
-        let mut above = Vec::new();
-        if let Some(chain) = chain_pem {
-            for der in parse_pem_certs(chain.as_bytes())? {
-                if der == cert_der {
-                    continue;
-                }
-                let c = parse_cert(&der)?;
-                if c.subject().as_raw() == c.issuer().as_raw() {
-                    continue; // a root: never part of a presented chain
-                }
-                above.push(der);
-            }
-        }
-        Self::assemble(cert_der, kp, key.key_type(), above)
+        let above = chain_above(&cert_der, chain_pem)?;
+        Self::assemble(cert_der, CaKey::File(kp), key.key_type(), above)
     }
 
-    /// Loads `PREFIX_cert.pem` and `PREFIX_key.pem` (+ `PREFIX_fullchain.pem` when present).
+    /// Builds an authority from its certificate PEM and the token key `uri` names (plus its
+    /// chain, as [`from_pem`](Self::from_pem)). The key is checked against the certificate
+    /// with a signature made in the token, which also proves the login works.
+    pub fn from_token(
+        cert_pem: &str,
+        uri: &KeyUri,
+        chain_pem: Option<&str>,
+    ) -> Result<Authority, CertError> {
+        let cert_der = first_cert(cert_pem)?;
+        let c = parse_cert(&cert_der)?;
+        let subject = subject_of(&c);
+        let public = c.public_key().subject_public_key.data.to_vec();
+        let cert_type = KeyType::from_spki(c.public_key().raw);
+        drop(c);
+        let key = TokenKey::open(uri)?;
+        let token_type = signer::key_type_of(key.key_type());
+        let key_type = match (cert_type, token_type) {
+            (Some(a), Some(b)) if a == b => a,
+            _ => {
+                return Err(CertError::Token(crate::pkcs11::Pkcs11Error::KeyMismatch {
+                    key: uri.describe(),
+                    subject,
+                }))
+            }
+        };
+        key.check_public_key(&public, &subject)?;
+        let above = chain_above(&cert_der, chain_pem)?;
+        Self::assemble(
+            cert_der,
+            CaKey::token(key, public, key_type),
+            key_type,
+            above,
+        )
+    }
+
+    /// Loads `PREFIX_cert.pem` and its key (+ `PREFIX_fullchain.pem` when present): the key
+    /// is in a token when `PREFIX_key.uri` exists (its one line is the key's PKCS#11 URI),
+    /// else in `PREFIX_key.pem` (encrypted keys need `password`). Both at once is refused.
     pub fn load(prefix: &Path, password: Option<&str>) -> Result<Authority, CertError> {
-        let read = |path: PathBuf| {
-            std::fs::read_to_string(&path).map_err(|error| CertError::Read { path, error })
-        };
-        let cert = read(prefixed(prefix, "_cert.pem"))?;
-        let key = read(prefixed(prefix, "_key.pem"))?;
-        let chain_path = prefixed(prefix, "_fullchain.pem");
-        let chain = if chain_path.exists() {
-            Some(read(chain_path)?)
-        } else {
-            None
-        };
+        let uri_path = prefixed(prefix, "_key.uri");
+        let pem_path = prefixed(prefix, "_key.pem");
+        if uri_path.exists() {
+            if pem_path.exists() {
+                return Err(CertError::AmbiguousKey {
+                    pem: pem_path,
+                    uri: uri_path,
+                });
+            }
+            let uri = crate::pkcs11::read_uri_file(&uri_path)?;
+            return Self::load_with_key_uri(prefix, &uri);
+        }
+        let (cert, chain) = read_cert_and_chain(prefix)?;
+        let key = read_text(pem_path)?;
         Self::from_pem(&cert, key.as_str(), password, chain.as_deref())
     }
 
+    /// Loads `PREFIX_cert.pem` (+ `PREFIX_fullchain.pem`) with the token key `uri` names,
+    /// whatever key file sits next to it (`--ca-key URI`).
+    pub fn load_with_key_uri(prefix: &Path, uri: &KeyUri) -> Result<Authority, CertError> {
+        let (cert, chain) = read_cert_and_chain(prefix)?;
+        Self::from_token(&cert, uri, chain.as_deref())
+    }
+
+    /// The PKCS#11 URI of the CA key when it lives in a token (no PIN in it).
+    pub fn key_uri(&self) -> Option<&KeyUri> {
+        self.issuer.key().token_key().map(|k| k.uri())
+    }
+
+    /// The token key itself, when the CA key lives in a token (e.g. to cap its sessions).
+    pub fn token_key(&self) -> Option<&TokenKey> {
+        self.issuer.key().token_key().map(|k| k.as_ref())
+    }
+}
+
+fn read_text(path: PathBuf) -> Result<String, CertError> {
+    std::fs::read_to_string(&path).map_err(|error| CertError::Read { path, error })
+}
+
+/// `PREFIX_cert.pem` and, when present, `PREFIX_fullchain.pem`.
+fn read_cert_and_chain(prefix: &Path) -> Result<(String, Option<String>), CertError> {
+    let cert = read_text(prefixed(prefix, "_cert.pem"))?;
+    let chain_path = prefixed(prefix, "_fullchain.pem");
+    let chain = if chain_path.exists() {
+        Some(read_text(chain_path)?)
+    } else {
+        None
+    };
+    Ok((cert, chain))
+}
+
+fn first_cert(cert_pem: &str) -> Result<Vec<u8>, CertError> {
+    parse_pem_certs(cert_pem.as_bytes())?
+        .into_iter()
+        .next()
+        .ok_or_else(|| CertError::ParsePem {
+            what: "CA certificate".into(),
+            reason: "no CERTIFICATE block".into(),
+        })
+}
+
+/// The intermediates of `chain_pem` above `cert_der` (itself and any root left out).
+fn chain_above(cert_der: &[u8], chain_pem: Option<&str>) -> Result<Vec<Vec<u8>>, CertError> {
+    let mut above = Vec::new();
+    if let Some(chain) = chain_pem {
+        for der in parse_pem_certs(chain.as_bytes())? {
+            if der == cert_der {
+                continue;
+            }
+            let c = parse_cert(&der)?;
+            if c.subject().as_raw() == c.issuer().as_raw() {
+                continue; // a root: never part of a presented chain
+            }
+            above.push(der);
+        }
+    }
+    Ok(above)
+}
+
+impl Authority {
     /// The CA certificate, DER.
     pub fn cert_der(&self) -> &[u8] {
         &self.issued.cert_der
@@ -325,7 +469,7 @@ impl Authority {
 
     fn assemble(
         cert_der: Vec<u8>,
-        kp: KeyPair,
+        kp: CaKey,
         key_type: KeyType,
         above: Vec<Vec<u8>>,
     ) -> Result<Authority, CertError> {
@@ -361,7 +505,11 @@ impl Authority {
                 reason: e.to_string(),
             }
         })?;
-        let key = PrivateKey::from_key_pair(issuer.key(), key_type);
+        // A token key has no bytes to hand out; `issued.key` stays empty.
+        let key = match issuer.key() {
+            CaKey::File(kp) => Some(PrivateKey::from_key_pair(kp, key_type)),
+            CaKey::Token { .. } => None,
+        };
         let mut chain_der = Vec::new();
         if !self_signed {
             chain_der.push(cert_der.clone());
@@ -382,7 +530,7 @@ impl Authority {
             issued: Issued {
                 cert_der,
                 cert_pem,
-                key: Some(key),
+                key,
                 chain_pem: own_chain,
             },
             chain_der,

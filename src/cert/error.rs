@@ -166,6 +166,17 @@ pub enum CertError {
         /// The I/O error (in the message, so the reason stays on one line).
         error: std::io::Error,
     },
+    /// A PKCS#11 token refused or failed (module, token, PIN, key, signature).
+    #[error(transparent)]
+    Token(#[from] crate::pkcs11::Pkcs11Error),
+    /// Both a key file and a key URI sit next to a CA certificate.
+    #[error("both {} and {} exist: a CA key is in a file or in a token, not both; remove the stale one", pem.display(), uri.display())]
+    AmbiguousKey {
+        /// `PREFIX_key.pem`.
+        pem: PathBuf,
+        /// `PREFIX_key.uri`.
+        uri: PathBuf,
+    },
     /// Writing a file failed.
     #[error("could not write {}: {error}", path.display())]
     Write {

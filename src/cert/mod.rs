@@ -5,8 +5,10 @@
 //! certificates with the profiles of DESIGN.md ([`profile`]), signs CSRs, reads and describes
 //! certificates ([`inspect`]), validates chains ([`verify_chain`]) and what a certificate is
 //! good for ([`check_purpose`]), and writes bundles as PEM, encrypted PKCS#8 and PKCS#12
-//! ([`write_bundle`]). It is synchronous and has no I/O except [`Authority::load`] and
-//! [`write_bundle`].
+//! ([`write_bundle`]). A CA's key is a file key or a key in a PKCS#11 token
+//! ([`crate::pkcs11`]): [`Authority::new_root_in_token`], [`Authority::load`] with
+//! `PREFIX_key.uri`. It is synchronous and has no I/O except [`Authority::load`],
+//! [`write_bundle`] and the token calls of a token CA.
 //!
 //! ```
 //! use iotc::cert::{Authority, CaOptions, LeafOptions, KeyType};
@@ -29,6 +31,7 @@ mod inspect;
 mod key;
 pub mod profile;
 mod purpose;
+mod signer;
 mod verify;
 mod write;
 

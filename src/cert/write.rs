@@ -3,7 +3,8 @@
 //! A bundle is `<name>_cert.pem`, `<name>_key.pem` (PKCS#8, mode 0600, encrypted unless no
 //! password is given), `<name>_fullchain.pem` (leaf + intermediates, nothing else) and, on
 //! request, `<name>.pfx` (key + leaf + chain, PBES2/AES-256 with HMAC-SHA256 MAC, the OpenSSL 3
-//! default format). Every file is first written in full where nobody sees it (an anonymous
+//! default format). A CA whose key stays in a PKCS#11 token has no key file: its
+//! `<name>_key.uri` holds the key's URI instead (no PIN; not a secret). Every file is first written in full where nobody sees it (an anonymous
 //! `O_TMPFILE` inode on Linux, else a temporary file in the target folder) and only then given
 //! its name (`linkat`, or a rename), so a failure never leaves a half-written file. Existing
 //! files are refused unless `force` is set (and without `force` the naming step itself refuses
@@ -29,6 +30,8 @@ pub struct WriteOptions {
     pub kdf_iterations: u32,
     /// Write `<name>_fullchain.pem`.
     pub fullchain: bool,
+    /// Write `<name>_key.uri` with this URI: the key is in a PKCS#11 token.
+    pub key_uri: Option<crate::pkcs11::KeyUri>,
 }
 
 impl Default for WriteOptions {
@@ -39,6 +42,7 @@ impl Default for WriteOptions {
             force: false,
             kdf_iterations: DEFAULT_KDF_ITERATIONS,
             fullchain: true,
+            key_uri: None,
         }
     }
 }
@@ -55,6 +59,9 @@ pub struct WrittenFiles {
     pub fullchain: Option<PathBuf>,
     /// `<name>.pfx`.
     pub pfx: Option<PathBuf>,
+    /// `<name>_key.uri`, when the key is in a token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_uri: Option<PathBuf>,
 }
 
 /// Checks that `name` is usable as a file-name stem.
@@ -75,13 +82,14 @@ pub fn check_bundle_name(name: &str) -> Result<(), CertError> {
     Ok(())
 }
 
-/// The file paths of bundle `name` in `dir`: (cert, key, fullchain, pfx).
-pub fn bundle_paths(dir: &Path, name: &str) -> [PathBuf; 4] {
+/// The file paths of bundle `name` in `dir`: (cert, key, fullchain, pfx, key URI).
+pub fn bundle_paths(dir: &Path, name: &str) -> [PathBuf; 5] {
     [
         dir.join(format!("{name}_cert.pem")),
         dir.join(format!("{name}_key.pem")),
         dir.join(format!("{name}_fullchain.pem")),
         dir.join(format!("{name}.pfx")),
+        dir.join(format!("{name}_key.uri")),
     ]
 }
 
@@ -250,7 +258,7 @@ pub fn write_bundle(
     opts: &WriteOptions,
 ) -> Result<WrittenFiles, CertError> {
     check_bundle_name(name)?;
-    let [cert_path, key_path, chain_path, pfx_path] = bundle_paths(dir, name);
+    let [cert_path, key_path, chain_path, pfx_path, uri_path] = bundle_paths(dir, name);
     if opts.pfx && opts.password.is_none() {
         return Err(CertError::PasswordNeeded {
             what: "a PKCS#12 (.pfx) file".into(),
@@ -273,6 +281,10 @@ pub fn write_bundle(
         };
         plan.push((key_path.clone(), pem.expose().as_bytes().to_vec(), true));
         files.key = Some(key_path);
+    }
+    if let Some(uri) = &opts.key_uri {
+        plan.push((uri_path.clone(), format!("{uri}\n").into_bytes(), false));
+        files.key_uri = Some(uri_path);
     }
     if opts.fullchain {
         plan.push((

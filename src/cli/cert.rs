@@ -24,6 +24,7 @@ use crate::cert::{
     Purpose, WriteOptions, WrittenFiles,
 };
 use crate::ids::RegistrationId;
+use crate::pkcs11::KeyUri;
 use crate::secret::Secret;
 
 /// Environment variable holding the password of new private keys and PFX files.
@@ -41,6 +42,17 @@ three is required. An encrypted CA key is opened with --ca-password-file FILE or
     };
 }
 
+/// The token paragraph of the help of every command that signs with a CA.
+macro_rules! token_help {
+    () => {
+        "CA keys in a PKCS#11 token (an HSM): when PREFIX_key.uri sits next to PREFIX_cert.pem, its one \
+line is the key's RFC 7512 URI (pkcs11:token=LABEL;object=LABEL) and the token signs; --ca-key URI \
+names the key directly. The module comes from ?module-path=... in the URI or IOTC_PKCS11_MODULE, the \
+PIN from ?pin-source=file:PATH or IOTC_PKCS11_PIN (pin-value is refused: a PIN never goes on the \
+command line)."
+    };
+}
+
 /// Certificate commands.
 #[derive(Debug, Subcommand)]
 pub enum CertCommand {
@@ -48,13 +60,18 @@ pub enum CertCommand {
     #[command(
         after_help = concat!("Example:\n  iotc cert root --name root --out certs --password-file pw.txt --pfx\n  \
         iotc cert root --name test-root --cn \"Contoso test root\" --key-type ec-p384 --out certs --no-password\n\n\
-        Writes certs/root_cert.pem, certs/root_key.pem (0600), certs/root_fullchain.pem and, with --pfx, certs/root.pfx.", "\n\n", password_help!())
+        iotc cert root --name line-1 --key-store 'pkcs11:token=line-1;object=line-1-root' --out certs\n\n\
+        Writes certs/root_cert.pem, certs/root_key.pem (0600), certs/root_fullchain.pem and, with --pfx, certs/root.pfx.\n\
+        With --key-store URI the key is generated inside the PKCS#11 token (sensitive, not extractable):\n\
+        only NAME_cert.pem, NAME_fullchain.pem and NAME_key.uri (the URI, no PIN) are written.", "\n\n", password_help!(), "\n\n", token_help!())
     )]
     Root(RootArgs),
     /// Make an intermediate CA signed by a CA (CA:TRUE pathlen 0, validity clamped to the issuer).
     #[command(
         after_help = concat!("Example:\n  iotc cert intermediate --name inter --ca certs/root --out certs --no-password\n\n\
-        --ca certs/root reads certs/root_cert.pem and certs/root_key.pem (+ certs/root_fullchain.pem).", "\n\n", password_help!())
+        iotc cert intermediate --name line-1-ca --ca certs/root --key-store 'pkcs11:token=line-1;object=line-1-ca' --out certs\n\n\
+        --ca certs/root reads certs/root_cert.pem and certs/root_key.pem or certs/root_key.uri (+ certs/root_fullchain.pem).\n\
+        --key-store URI generates the new CA's key inside the token and writes NAME_key.uri instead of a key file.", "\n\n", password_help!(), "\n\n", token_help!())
     )]
     Intermediate(IntermediateArgs),
     /// Make device certificates (CN = registration id, clientAuth): one, or a batch on all cores.
@@ -67,22 +84,24 @@ pub enum CertCommand {
         to the digits of the last one (--count 1000: PREFIX0001..PREFIX1000); --ids FILE reads one id\n\
         per line (blank lines and # comments skipped). Each device gets <id>_cert.pem, <id>_key.pem,\n\
         <id>_fullchain.pem (device + intermediates: what it presents in TLS) and optionally <id>.pfx.\n\
-        Exit code 1 when a batch finished with failed devices.", "\n\n", password_help!())
+        Exit code 1 when a batch finished with failed devices.\n\
+        A single device's key can be generated inside a token with --key-store URI (writes <id>_key.uri;\n\
+        `iotc dps register --key <id>_key.uri` then signs the TLS handshake in the token).", "\n\n", password_help!(), "\n\n", token_help!())
     )]
     Device(DeviceArgs),
     /// Make a verification (proof-of-possession) certificate: CN = the code, signed by that CA.
     #[command(
         after_help = concat!("Example:\n  iotc cert verification 1A2B3C4D5E --ca certs/inter --out certs --no-password\n  \
         iotc cert base64 certs/verification_cert.pem   # the string for the verify API\n\n\
-        The CA may be a root or an intermediate: sign with the CA you uploaded.", "\n\n", password_help!())
+        The CA may be a root or an intermediate: sign with the CA you uploaded.", "\n\n", password_help!(), "\n\n", token_help!())
     )]
     Verification(VerificationArgs),
     /// Sign a device's certificate signing request (the key stays on the device).
     #[command(
-        after_help = "Example:\n  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout dev.key \\\n      \
+        after_help = concat!("Example:\n  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout dev.key \\\n      \
         -subj /CN=dev-01 -out dev.csr\n  iotc cert sign-csr dev.csr --ca certs/inter --out certs\n\n\
         The CSR signature is checked and its CN must be a valid registration id. Writes <CN>_cert.pem and\n\
-        <CN>_fullchain.pem."
+        <CN>_fullchain.pem.\n\n", token_help!())
     )]
     SignCsr(SignCsrArgs),
     /// Show subject, issuer, serial, validity, key type, extensions and thumbprints.
@@ -124,7 +143,10 @@ pub enum CertCommand {
     #[command(
         after_help = "Example:\n  iotc cert bench --count 10000 --key-type ec-p256\n  \
         iotc cert bench --count 2000 --key-type rsa-2048 --openssl-count 50\n\n\
-        Build with --release for meaningful figures. Writes into a temporary folder and removes it."
+        iotc cert bench --hsm-ca certs/line-1-ca --count 5000 --signatures 5000 --openssl-count 200\n\n\
+        Build with --release for meaningful figures. Writes into a temporary folder and removes it.\n\
+        --hsm-ca measures a CA whose key is in a PKCS#11 token (its module and PIN as for every token CA);\n\
+        the openssl comparison needs libp11's engine (Debian: libengine-pkcs11-openssl)."
     )]
     Bench(BenchArgs),
 }
@@ -176,12 +198,16 @@ pub struct OutputArgs {
 /// The signing CA.
 #[derive(Debug, Clone, Args)]
 pub struct CaArgs {
-    /// The CA: PREFIX_cert.pem and PREFIX_key.pem (+ PREFIX_fullchain.pem when present).
+    /// The CA: PREFIX_cert.pem and PREFIX_key.pem or PREFIX_key.uri (+ PREFIX_fullchain.pem
+    /// when present).
     #[arg(long, value_name = "PREFIX")]
     pub ca: PathBuf,
     /// File whose first line is the CA key's password (or set IOTC_CA_PASSWORD).
     #[arg(long, value_name = "FILE")]
     pub ca_password_file: Option<PathBuf>,
+    /// The CA key in a PKCS#11 token (RFC 7512 URI), overriding PREFIX_key.pem / PREFIX_key.uri.
+    #[arg(long, value_name = "URI", conflicts_with = "ca_password_file")]
+    pub ca_key: Option<String>,
 }
 
 /// `iotc cert root`.
@@ -196,6 +222,9 @@ pub struct RootArgs {
     /// pathLenConstraint (default 1: one level of intermediates).
     #[arg(long, value_name = "N")]
     pub path_len: Option<u8>,
+    /// Generate the key inside this PKCS#11 token object (RFC 7512 URI) instead of a file.
+    #[arg(long, value_name = "URI")]
+    pub key_store: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub validity: ValidityArgs,
@@ -216,6 +245,9 @@ pub struct IntermediateArgs {
     /// pathLenConstraint (default 0: only end-entity certificates below it).
     #[arg(long, value_name = "N")]
     pub path_len: Option<u8>,
+    /// Generate the key inside this PKCS#11 token object (RFC 7512 URI) instead of a file.
+    #[arg(long, value_name = "URI")]
+    pub key_store: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub ca: CaArgs,
@@ -248,6 +280,9 @@ pub struct DeviceArgs {
     /// Worker threads for a batch (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Generate the (single) device's key inside this PKCS#11 token object (RFC 7512 URI).
+    #[arg(long, value_name = "URI", conflicts_with_all = ["count", "ids"])]
+    pub key_store: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub ca: CaArgs,
@@ -380,6 +415,14 @@ pub struct BenchArgs {
     /// for the next minutes, which would skew a benchmark run right after this one.
     #[arg(long)]
     pub keep: bool,
+    /// Measure this CA, whose key is in a PKCS#11 token (PREFIX_key.uri), against a file key:
+    /// device bundles, bare signatures (per-worker sessions, one shared session, one thread)
+    /// and the openssl CLI signing through the same token (--openssl-count times).
+    #[arg(long, value_name = "PREFIX")]
+    pub hsm_ca: Option<PathBuf>,
+    /// Signatures per signing measurement (with --hsm-ca).
+    #[arg(long, value_name = "N", default_value_t = 5_000)]
+    pub signatures: u64,
     /// Print the figures as JSON (the same as the global --output json).
     #[arg(long)]
     pub json: bool,
@@ -476,9 +519,23 @@ fn ca_password(ca: &CaArgs) -> Result<Option<Secret>, CliError> {
     )
 }
 
+/// A URI flag, parsed here rather than by clap: clap's error would repeat the raw value, and
+/// with it a `pin-value` the parser refuses.
+pub(crate) fn key_uri_arg(flag: &str, value: Option<&str>) -> Result<Option<KeyUri>, CliError> {
+    value
+        .map(|v| v.parse().map_err(|e| fail(format!("{flag}: {e}"))))
+        .transpose()
+}
+
 fn load_ca(ca: &CaArgs) -> Result<Authority, CliError> {
-    let pw = ca_password(ca)?;
-    let authority = Authority::load(&ca.ca, pw.as_ref().map(Secret::expose)).map_err(|e| {
+    let loaded = match key_uri_arg("--ca-key", ca.ca_key.as_deref())? {
+        Some(uri) => Authority::load_with_key_uri(&ca.ca, &uri),
+        None => {
+            let pw = ca_password(ca)?;
+            Authority::load(&ca.ca, pw.as_ref().map(Secret::expose))
+        }
+    };
+    let authority = loaded.map_err(|e| {
         fail(format!(
             "CA {}: {e}{}",
             ca.ca.display(),
@@ -489,6 +546,24 @@ fn load_ca(ca: &CaArgs) -> Result<Authority, CliError> {
         .ensure_can_issue()
         .map_err(|e| fail(format!("CA {}: {e}", ca.ca.display())))?;
     Ok(authority)
+}
+
+/// The password of a new key, or none when `--key-store` keeps the key in a token (where
+/// password and PFX flags have nothing to act on, so they are refused rather than ignored).
+fn password_unless_in_token(
+    out: &OutputArgs,
+    key_store: Option<&KeyUri>,
+) -> Result<Option<Secret>, CliError> {
+    if key_store.is_none() {
+        return key_password(out);
+    }
+    if out.password_file.is_some() || out.no_password || out.pfx {
+        return Err(fail(
+            "--key-store keeps the key in the token, so there is no key file: \
+             --password-file, --no-password and --pfx do not apply",
+        ));
+    }
+    Ok(None)
 }
 
 fn write_options(out: &OutputArgs, password: Option<Secret>) -> WriteOptions {
@@ -529,10 +604,22 @@ struct IssuedReport<'a> {
     sha1_thumbprint: String,
     sha256_thumbprint: String,
     files: &'a WrittenFiles,
+    /// The PKCS#11 URI of a key generated in a token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_uri: Option<String>,
 }
 
 fn report(issued: &Issued, files: &WrittenFiles, encrypted: bool, json: bool) -> CliResult {
     let info = inspect(&issued.cert_der)?;
+    let key_uri = match &files.key_uri {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| fail(format!("could not read {}: {e}", p.display())))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
     if json {
         super::output::print_json(&IssuedReport {
             subject: info.subject,
@@ -541,6 +628,7 @@ fn report(issued: &Issued, files: &WrittenFiles, encrypted: bool, json: bool) ->
             sha1_thumbprint: info.sha1_thumbprint,
             sha256_thumbprint: info.sha256_thumbprint,
             files,
+            key_uri,
         })?;
         return Ok(EXIT_OK);
     }
@@ -557,6 +645,10 @@ fn report(issued: &Issued, files: &WrittenFiles, encrypted: bool, json: bool) ->
             "UNENCRYPTED PKCS#8"
         };
         println!("key         {} ({how}, mode 0600)", k.display());
+    }
+    if let (Some(p), Some(uri)) = (&files.key_uri, &key_uri) {
+        println!("key         in the token, never extractable: {uri}");
+        println!("key uri     {}", p.display());
     }
     if let Some(c) = &files.fullchain {
         println!("chain       {}", c.display());
@@ -594,46 +686,47 @@ fn leaf_options(v: &ValidityArgs, key_type: KeyType) -> LeafOptions {
 }
 
 fn run_root(a: RootArgs) -> CliResult {
-    let pw = key_password(&a.output)?;
+    let key_store = key_uri_arg("--key-store", a.key_store.as_deref())?;
+    let pw = password_unless_in_token(&a.output, key_store.as_ref())?;
     check_free(&a.output.out, &a.name, a.output.force)?;
-    let root = Authority::new_root(&ca_options(
-        a.cn,
-        &a.name,
-        a.path_len,
-        &a.validity,
-        a.output.key_type,
-    ))?;
+    let opts = ca_options(a.cn, &a.name, a.path_len, &a.validity, a.output.key_type);
+    let root = match &key_store {
+        Some(uri) => {
+            // The folder first: a key made in the token and then not written down would be
+            // left there with no certificate.
+            ensure_dir(&a.output.out)?;
+            Authority::new_root_in_token(&opts, uri)
+        }
+        None => Authority::new_root(&opts),
+    }?;
     ensure_dir(&a.output.out)?;
+    write_ca(&a.output, &a.name, &root, pw)
+}
+
+/// Writes a new CA's bundle: its certificate, chain, and key file or key URI.
+fn write_ca(out: &OutputArgs, name: &str, ca: &Authority, pw: Option<Secret>) -> CliResult {
     let encrypted = pw.is_some();
-    let files = write_bundle(
-        &a.output.out,
-        &a.name,
-        root.issued(),
-        &write_options(&a.output, pw),
-    )?;
-    report(root.issued(), &files, encrypted, a.output.json)
+    let mut opts = write_options(out, pw);
+    opts.key_uri = ca.key_uri().cloned();
+    let files = write_bundle(&out.out, name, ca.issued(), &opts)?;
+    report(ca.issued(), &files, encrypted, out.json)
 }
 
 fn run_intermediate(a: IntermediateArgs) -> CliResult {
-    let pw = key_password(&a.output)?;
+    let key_store = key_uri_arg("--key-store", a.key_store.as_deref())?;
+    let pw = password_unless_in_token(&a.output, key_store.as_ref())?;
     check_free(&a.output.out, &a.name, a.output.force)?;
     let ca = load_ca(&a.ca)?;
-    let inter = ca.issue_intermediate(&ca_options(
-        a.cn,
-        &a.name,
-        a.path_len,
-        &a.validity,
-        a.output.key_type,
-    ))?;
+    let opts = ca_options(a.cn, &a.name, a.path_len, &a.validity, a.output.key_type);
+    let inter = match &key_store {
+        Some(uri) => {
+            ensure_dir(&a.output.out)?;
+            ca.issue_intermediate_in_token(&opts, uri)
+        }
+        None => ca.issue_intermediate(&opts),
+    }?;
     ensure_dir(&a.output.out)?;
-    let encrypted = pw.is_some();
-    let files = write_bundle(
-        &a.output.out,
-        &a.name,
-        inter.issued(),
-        &write_options(&a.output, pw),
-    )?;
-    report(inter.issued(), &files, encrypted, a.output.json)
+    write_ca(&a.output, &a.name, &inter, pw)
 }
 
 fn run_verification(a: VerificationArgs) -> CliResult {
@@ -767,7 +860,8 @@ fn device_ids(a: &DeviceArgs) -> Result<IdSource, CliError> {
 }
 
 fn run_device(a: DeviceArgs) -> CliResult {
-    let pw = key_password(&a.output)?;
+    let key_store = key_uri_arg("--key-store", a.key_store.as_deref())?;
+    let pw = password_unless_in_token(&a.output, key_store.as_ref())?;
     let ids = device_ids(&a)?;
     let n = ids.len();
     // Existing files are refused before anything is made.
@@ -785,6 +879,15 @@ fn run_device(a: DeviceArgs) -> CliResult {
     let out_dir = std::path::absolute(&a.output.out).unwrap_or_else(|_| a.output.out.clone());
     if n == 1 && a.registration_id.is_some() {
         let id = ids.get(0)?;
+        if let Some(uri) = &key_store {
+            let issued = ca.issue_device_in_token(&id, &leaf, uri)?;
+            let wopts = WriteOptions {
+                key_uri: Some(uri.clone()),
+                ..wopts
+            };
+            let files = write_bundle(&a.output.out, id.as_str(), &issued, &wopts)?;
+            return report(&issued, &files, false, a.output.json);
+        }
         let issued = ca.issue_device(&id, &leaf)?;
         let files = write_bundle(&a.output.out, id.as_str(), &issued, &wopts)?;
         return report(&issued, &files, encrypted, a.output.json);

@@ -19,7 +19,13 @@ pub enum DpsCommand {
         iotc dps register --id-scope 0ne0000000A --registration-id dev-1 \\\n    \
         --cert certs/dev-1_fullchain.pem --key certs/dev-1_key.pem --key-password-file pw.txt\n  \
         iotc dps register --id-scope 0ne0000000A --registration-id dev-2 --group-key-file group.key\n  \
-        iotc dps register --endpoint https://127.0.0.1:8443 --ca-file emu/ca_cert.pem ...")]
+        iotc dps register --id-scope 0ne0000000A --registration-id dev-3 \\\n    \
+        --cert certs/dev-3_fullchain.pem --key 'pkcs11:token=station;object=dev-3'\n  \
+        iotc dps register --endpoint https://127.0.0.1:8443 --ca-file emu/ca_cert.pem ...\n\n\
+        A device key in a PKCS#11 token: --key takes its RFC 7512 URI (pkcs11:token=LABEL;object=LABEL),\n\
+        or a .uri file holding it (what `iotc cert device --key-store` writes); the TLS handshake is then\n\
+        signed in the token and the key never leaves it. Module from ?module-path=... or IOTC_PKCS11_MODULE,\n\
+        PIN from ?pin-source=file:PATH or IOTC_PKCS11_PIN.")]
     Register(Box<RegisterArgs>),
     /// Derive a device key from an enrollment group key:
     /// base64(HMAC-SHA256(base64decode(group key), registration id)).
@@ -44,7 +50,8 @@ pub struct RegisterArgs {
     /// Device certificate PEM: the leaf, then its intermediates (a `_fullchain.pem`).
     #[arg(long, requires = "key")]
     pub cert: Option<PathBuf>,
-    /// Private key PEM of the device certificate (PKCS#8, encrypted PKCS#8, SEC1 or PKCS#1).
+    /// Private key PEM of the device certificate (PKCS#8, encrypted PKCS#8, SEC1 or PKCS#1),
+    /// or the key in a PKCS#11 token: its URI (pkcs11:...) or a .uri file holding it.
     #[arg(long, requires = "cert")]
     pub key: Option<PathBuf>,
     /// PKCS#12 file holding the device key and its certificate chain (instead of --cert/--key).
@@ -114,12 +121,17 @@ fn register(args: RegisterArgs, global: &GlobalArgs) -> CliResult {
     };
     let attestation = if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
         let cert_pem = read(cert)?;
-        let key_pem = zeroize::Zeroizing::new(read(key)?);
-        Attestation::X509(X509Identity::from_pem(
-            &cert_pem,
-            &key_pem,
-            password.as_ref().map(|p| p.expose()),
-        )?)
+        match token_key(key)? {
+            Some(uri) => Attestation::X509(X509Identity::from_token(&cert_pem, &uri)?),
+            None => {
+                let key_pem = zeroize::Zeroizing::new(read(key)?);
+                Attestation::X509(X509Identity::from_pem(
+                    &cert_pem,
+                    &key_pem,
+                    password.as_ref().map(|p| p.expose()),
+                )?)
+            }
+        }
     } else if let Some(pfx) = &args.pfx {
         let der = read(pfx)?;
         let pw = password.as_ref().map(|p| p.expose()).unwrap_or("");
@@ -223,6 +235,20 @@ fn register(args: RegisterArgs, global: &GlobalArgs) -> CliResult {
         }
     }
     Ok(EXIT_OK)
+}
+
+/// The token key `--key` names: a `pkcs11:` URI, or a `.uri` file holding one; `None` for a
+/// key file.
+fn token_key(key: &Path) -> Result<Option<crate::pkcs11::KeyUri>, CliError> {
+    if let Some(text) = key.to_str().filter(|t| crate::pkcs11::is_uri(t)) {
+        return super::cert::key_uri_arg("--key", Some(text));
+    }
+    if key.extension().is_some_and(|e| e == "uri") {
+        return Ok(Some(
+            crate::pkcs11::read_uri_file(key).map_err(|e| format!("--key: {e}"))?,
+        ));
+    }
+    Ok(None)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, CliError> {

@@ -249,9 +249,13 @@ pub struct ProvisionArgs {
     /// Enrollment group the devices belong to (x509 or symmetric key).
     #[arg(long)]
     pub group: EnrollmentGroupId,
-    /// CA PREFIX that signs device certificates (x509 groups).
+    /// CA PREFIX that signs device certificates (x509 groups): PREFIX_cert.pem with
+    /// PREFIX_key.pem, or PREFIX_key.uri when the key is in a PKCS#11 token.
     #[arg(long, value_name = "PREFIX")]
     pub ca: Option<PathBuf>,
+    /// The CA key in a PKCS#11 token (RFC 7512 URI), overriding PREFIX_key.pem / .uri.
+    #[arg(long, value_name = "URI", requires = "ca")]
+    pub ca_key: Option<String>,
     /// File whose first line is the password of the CA key [else IOTC_CA_PASSWORD].
     #[arg(long, value_name = "FILE")]
     pub ca_password_file: Option<PathBuf>,
@@ -569,7 +573,8 @@ async fn onboard_x509(args: OnboardX509Args, global: &GlobalArgs) -> CliResult {
     };
     let ca_password = ca_password(args.ca_password_file.as_deref())?;
     let root_key = PathBuf::from(format!("{}_key.pem", args.ca.display()));
-    if ca_password.is_none() && !args.run.no_password && !root_key.exists() {
+    let root_in_token = PathBuf::from(format!("{}_key.uri", args.ca.display())).exists();
+    if ca_password.is_none() && !args.run.no_password && !root_key.exists() && !root_in_token {
         return Err(
             "no password for the new CA key: give --ca-password-file FILE (or set \
 IOTC_CA_PASSWORD), or pass --no-password"
@@ -715,16 +720,20 @@ async fn provision(args: ProvisionArgs, global: &GlobalArgs) -> CliResult {
     };
     let ca = match (attestation, &args.ca) {
         (Attestation::X509, Some(prefix)) => {
-            let password = ca_password(args.ca_password_file.as_deref())?;
-            Some(
-                Authority::load(prefix, password.as_ref().map(Secret::expose)).map_err(|e| {
-                    format!(
-                        "cannot load the CA {}: {e}{}",
-                        prefix.display(),
-                        super::cert::ca_password_hint(&e)
-                    )
-                })?,
-            )
+            let loaded = match super::cert::key_uri_arg("--ca-key", args.ca_key.as_deref())? {
+                Some(uri) => Authority::load_with_key_uri(prefix, &uri),
+                None => {
+                    let password = ca_password(args.ca_password_file.as_deref())?;
+                    Authority::load(prefix, password.as_ref().map(Secret::expose))
+                }
+            };
+            Some(loaded.map_err(|e| {
+                format!(
+                    "cannot load the CA {}: {e}{}",
+                    prefix.display(),
+                    super::cert::ca_password_hint(&e)
+                )
+            })?)
         }
         (Attestation::X509, None) => {
             return Err(format!(

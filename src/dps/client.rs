@@ -112,12 +112,16 @@ impl Client {
             Attestation::X509(id) => Some(id),
             Attestation::SymmetricKey(_) => None,
         };
-        builder = match &opts.ca_pem {
-            Some(ca) => builder.tls_backend_preconfigured(rustls_config(ca, identity)?),
-            None => match identity {
-                Some(id) => builder.identity(reqwest_identity(id)?),
-                None => builder,
-            },
+        let in_token = identity.is_some_and(|id| id.token_signing_key().is_some());
+        builder = match (&opts.ca_pem, identity) {
+            (Some(ca), _) => builder.tls_backend_preconfigured(rustls_config(Some(ca), identity)?),
+            // A key in a token signs through our own rustls configuration (reqwest's
+            // identity wants the key's bytes), trusting what reqwest would: the platform.
+            (None, Some(id)) if in_token => {
+                builder.tls_backend_preconfigured(rustls_config(None, Some(id))?)
+            }
+            (None, Some(id)) => builder.identity(reqwest_identity(id)?),
+            (None, None) => builder,
         };
         let http = builder
             .build()
@@ -423,7 +427,9 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 fn reqwest_identity(id: &X509Identity) -> Result<reqwest::Identity, DpsError> {
     use base64::Engine as _;
     let mut pem = String::new();
-    let key = id.rustls_key();
+    let key = id
+        .rustls_key()
+        .ok_or_else(|| DpsError::BuildClient("the device key is in a token".into()))?;
     let label = match key {
         rustls_pki_types::PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
         rustls_pki_types::PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
@@ -452,32 +458,54 @@ fn pem_block(out: &mut String, label: &str, b64: &str) {
     out.push_str(&format!("-----END {label}-----\n"));
 }
 
+/// The TLS configuration: trust `ca_pem` (else the platform's roots), authenticate with the
+/// identity's key from memory or through its token.
 fn rustls_config(
-    ca_pem: &[u8],
+    ca_pem: Option<&[u8]>,
     identity: Option<&X509Identity>,
 ) -> Result<rustls::ClientConfig, DpsError> {
     use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem) {
-        let cert = cert.map_err(|e| DpsError::BuildClient(format!("CA file: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| DpsError::BuildClient(format!("CA file: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(DpsError::BuildClient(
-            "the CA file holds no certificate".into(),
-        ));
-    }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| DpsError::BuildClient(e.to_string()))?
-        .with_root_certificates(roots);
+        .map_err(|e| DpsError::BuildClient(e.to_string()))?;
+    let builder = match ca_pem {
+        Some(ca_pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+                let cert = cert.map_err(|e| DpsError::BuildClient(format!("CA file: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| DpsError::BuildClient(format!("CA file: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(DpsError::BuildClient(
+                    "the CA file holds no certificate".into(),
+                ));
+            }
+            builder.with_root_certificates(roots)
+        }
+        None => {
+            use rustls_platform_verifier::BuilderVerifierExt;
+            builder
+                .with_platform_verifier()
+                .map_err(|e| DpsError::BuildClient(format!("platform roots: {e}")))?
+        }
+    };
+    let client_cert = |e: rustls::Error| DpsError::BuildClient(format!("client certificate: {e}"));
     let mut config = match identity {
-        Some(id) => builder
-            .with_client_auth_cert(id.rustls_chain(), id.rustls_key())
-            .map_err(|e| DpsError::BuildClient(format!("client certificate: {e}")))?,
+        Some(id) => match (id.token_signing_key(), id.rustls_key()) {
+            (Some(key), _) => {
+                let certified = rustls::sign::CertifiedKey::new(id.rustls_chain(), key);
+                builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                    certified,
+                )))
+            }
+            (None, Some(der)) => builder
+                .with_client_auth_cert(id.rustls_chain(), der)
+                .map_err(client_cert)?,
+            (None, None) => builder.with_no_client_auth(),
+        },
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -2,8 +2,13 @@
 //! handshake, with the leaf's private key) or a symmetric key (a SAS token per request).
 //!
 //! Keys are read from PEM (PKCS#8, encrypted PKCS#8 with a password, SEC1 or PKCS#1) or from a
-//! PKCS#12 file; they are held as DER in a zeroized buffer and never printed.
+//! PKCS#12 file; they are held as DER in a zeroized buffer and never printed. A device key can
+//! also stay in a PKCS#11 token ([`X509Identity::from_token`]): the TLS handshake is then
+//! signed in the token and this process never holds the key.
 
+use std::sync::Arc;
+
+use crate::pkcs11::{KeyUri, Pkcs11Error, TokenKey};
 use crate::secret::Secret;
 use rustls_pki_types::{
     CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
@@ -35,6 +40,9 @@ pub enum IdentityError {
     /// The key does not belong to the leaf certificate.
     #[error("the private key does not match the certificate {0:?}")]
     KeyMismatch(String),
+    /// The key in the PKCS#11 token could not be used.
+    #[error(transparent)]
+    Token(#[from] Pkcs11Error),
 }
 
 #[derive(Clone)]
@@ -44,21 +52,36 @@ enum KeyFormat {
     Pkcs1,
 }
 
+/// Where the leaf's private key is.
+#[derive(Clone)]
+enum DeviceKey {
+    /// In memory, as DER.
+    File {
+        der: Zeroizing<Vec<u8>>,
+        format: KeyFormat,
+    },
+    /// In a PKCS#11 token.
+    Token(Arc<TokenKey>),
+}
+
 /// A device's X.509 identity: the leaf certificate first, then the intermediates it
 /// presents, and the leaf's private key.
 #[derive(Clone)]
 pub struct X509Identity {
     chain: Vec<Vec<u8>>,
-    key: Zeroizing<Vec<u8>>,
-    format: KeyFormat,
+    key: DeviceKey,
 }
 
 impl std::fmt::Debug for X509Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = match &self.key {
+            DeviceKey::File { .. } => "[secret elided]".to_owned(),
+            DeviceKey::Token(k) => format!("[in token: {}]", k.uri()),
+        };
         f.debug_struct("X509Identity")
             .field("subject", &self.leaf_subject())
             .field("chain_len", &self.chain.len())
-            .field("key", &"[secret elided]")
+            .field("key", &key)
             .finish()
     }
 }
@@ -72,10 +95,29 @@ impl X509Identity {
         password: Option<&str>,
     ) -> Result<X509Identity, IdentityError> {
         let chain = parse_certs(cert_pem)?;
-        let (key, format) = parse_key(key_pem, password)?;
-        let id = X509Identity { chain, key, format };
+        let (der, format) = parse_key(key_pem, password)?;
+        let id = X509Identity {
+            chain,
+            key: DeviceKey::File { der, format },
+        };
         id.check_key()?;
         Ok(id)
+    }
+
+    /// From a certificate PEM (leaf first, then the chain) and the PKCS#11 token key `uri`
+    /// names. The key is checked against the leaf with a signature made in the token, which
+    /// also proves the login before any connection is made.
+    pub fn from_token(cert_pem: &[u8], uri: &KeyUri) -> Result<X509Identity, IdentityError> {
+        let chain = parse_certs(cert_pem)?;
+        let key = TokenKey::open(uri)?;
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
+            .map_err(|e| IdentityError::ReadCertificates(e.to_string()))?;
+        let subject = leaf.subject().to_string();
+        key.check_public_key(&leaf.public_key().subject_public_key.data, &subject)?;
+        Ok(X509Identity {
+            chain,
+            key: DeviceKey::Token(Arc::new(key)),
+        })
     }
 
     /// From DER parts: the chain (leaf first) and a PKCS#8 private key.
@@ -88,8 +130,10 @@ impl X509Identity {
         }
         let id = X509Identity {
             chain,
-            key: Zeroizing::new(pkcs8_key),
-            format: KeyFormat::Pkcs8,
+            key: DeviceKey::File {
+                der: Zeroizing::new(pkcs8_key),
+                format: KeyFormat::Pkcs8,
+            },
         };
         id.check_key()?;
         Ok(id)
@@ -153,19 +197,34 @@ impl X509Identity {
             .collect()
     }
 
-    pub(crate) fn rustls_key(&self) -> PrivateKeyDer<'static> {
-        let der = self.key.to_vec();
-        match self.format {
+    /// The key as DER, when it is not in a token.
+    pub(crate) fn rustls_key(&self) -> Option<PrivateKeyDer<'static>> {
+        let DeviceKey::File { der, format } = &self.key else {
+            return None;
+        };
+        let der = der.to_vec();
+        Some(match format {
             KeyFormat::Pkcs8 => PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der)),
             KeyFormat::Sec1 => PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(der)),
             KeyFormat::Pkcs1 => PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(der)),
+        })
+    }
+
+    /// The key as a rustls signing key that signs in the token, when it is in one.
+    pub(crate) fn token_signing_key(&self) -> Option<Arc<dyn rustls::sign::SigningKey>> {
+        match &self.key {
+            DeviceKey::Token(k) => Some(Arc::new(super::token::TokenSigningKey(k.clone()))),
+            DeviceKey::File { .. } => None,
         }
     }
 
     /// Checks that the key belongs to the leaf's public key (a mixed-up key file would
     /// otherwise surface as an opaque TLS failure).
     fn check_key(&self) -> Result<(), IdentityError> {
-        match spki_matches(self.leaf_der(), self.rustls_key()) {
+        let Some(key) = self.rustls_key() else {
+            return Ok(());
+        };
+        match spki_matches(self.leaf_der(), key) {
             Ok(true) => Ok(()),
             Ok(false) => Err(IdentityError::KeyMismatch(self.leaf_subject())),
             Err(e) => Err(e),

@@ -20,6 +20,7 @@
 pub mod client;
 pub mod identity;
 pub mod sas;
+mod token;
 pub mod wire;
 
 pub use client::{register, Client, ClientOptions, Registration};

@@ -27,6 +27,9 @@ pub struct AppFacts {
     pub sas_keys: SymmetricKey,
     /// Keys of the application's SAS enrollment group for IoT Edge devices.
     pub sas_edge_keys: SymmetricKey,
+    /// The key that signs the `$skiptoken` of list pages (so a client cannot forge a
+    /// position; kept across restarts so a `nextLink` outlives one).
+    pub page_key: Secret,
 }
 
 /// A new random key of `n` bytes, base64.
@@ -98,6 +101,7 @@ pub fn init(store: &Store) -> ApiResult<AppFacts> {
             id_scope,
             sas_keys: keys("sasKeys")?,
             sas_edge_keys: keys("sasEdgeKeys")?,
+            page_key: Secret::new(get_or("pageKey", &|| random_key(32).expose().to_owned())?),
         })
     })
 }

@@ -14,8 +14,9 @@
 //! Layout: [`tls`] (CA, acceptor, accept loop), [`store`] + [`records`] (durable state),
 //! [`auth`] (tokens, roles, organization reach), [`query`] (list filters and device-group
 //! queries), [`settings`] (rate limit, faults), [`api`] (the IoT Central routes), [`app`]
-//! (application facts and what DPS reads), [`dps`] (the DPS listener), [`entra`] (the local
-//! Microsoft Entra authority and the bearer-token checks).
+//! (application facts and what DPS reads), [`dps`] (the DPS listener), [`stats`] (counters of
+//! what it did, for tests), [`entra`] (the local Microsoft Entra authority and the bearer-token
+//! checks).
 
 pub mod api;
 pub mod app;
@@ -27,6 +28,7 @@ pub mod error;
 pub mod query;
 pub mod records;
 pub mod settings;
+pub mod stats;
 pub mod store;
 pub mod tls;
 
@@ -76,6 +78,9 @@ pub struct EmulatorConfig {
     pub rate_limit: Option<u32>,
     /// Initial behaviour settings (faults, DPS polls); `rate_limit` above overrides its field.
     pub settings: settings::Settings,
+    /// Names the server certificate of every listener holds besides `localhost` and
+    /// `127.0.0.1` (`--tls-name`: the bench host's LAN name and address).
+    pub tls_names: Vec<tls::TlsName>,
 }
 
 impl EmulatorConfig {
@@ -104,6 +109,12 @@ impl EmulatorConfig {
         self.dps_listen = addr;
         self
     }
+
+    /// Adds names to the server certificate.
+    pub fn tls_names(mut self, names: impl IntoIterator<Item = tls::TlsName>) -> Self {
+        self.tls_names.extend(names);
+        self
+    }
 }
 
 impl Default for EmulatorConfig {
@@ -114,6 +125,7 @@ impl Default for EmulatorConfig {
             dps_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             rate_limit: Some(20),
             settings: settings::Settings::default(),
+            tls_names: Vec::new(),
         }
     }
 }
@@ -181,7 +193,7 @@ impl Emulator {
         builder
             .create(dir)
             .map_err(|e| EmulatorError::Io(format!("create {}", dir.display()), e))?;
-        let pki = tls::load_or_create(dir)?;
+        let pki = tls::load_or_create(dir, &config.tls_names)?;
         let store = Arc::new(store::Store::open(&dir.join(store::DB_FILE))?);
         let facts = app::init(&store).map_err(|e| EmulatorError::Store(e.message))?;
         let admin_token =
@@ -288,6 +300,11 @@ impl Emulator {
     /// The store (for in-process tests and tools).
     pub fn store(&self) -> &Arc<store::Store> {
         &self.state.store
+    }
+
+    /// Every counter of what the emulator did (the same snapshot `GET /emulator/stats` gives).
+    pub fn stats(&self) -> Result<stats::Stats, EmulatorError> {
+        stats::snapshot(&self.state.store).map_err(|e| EmulatorError::Store(e.message))
     }
 
     /// Stops accepting, lets open requests finish (up to 5 s), and returns.

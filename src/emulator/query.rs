@@ -1,8 +1,14 @@
 //! The two small device query languages the emulator evaluates.
 //!
-//! - The list `filter` of the preview API (`enabled eq true and contains(displayName, 'x')`):
-//!   operators `eq ne lt le gt ge`, `and`, `or`, parentheses, `contains(displayName, '…')`,
-//!   over `id, displayName, enabled, provisioned, simulated, template, scopes`.
+//! - The list filter of the previews (`filter` on 2022-10-31-preview, `$filter` on
+//!   2022-06-30-preview; `enabled eq true and contains(displayName, 'x')`): operators
+//!   `eq ne lt le gt ge`, `and`, `or`, parentheses, `contains(displayName, '…')`, over
+//!   `id, displayName, enabled, provisioned, simulated, template, scopes, type`. `type` is
+//!   what the Azure CLI's IoT extension filters IoT Edge and gateway devices with
+//!   (`type eq 'GatewayDevice' or type eq 'EdgeDevice'`): a device is an `EdgeDevice` when
+//!   its template's `@type` holds `EdgeModel` (or it has the preview's `type: ["iotEdge"]`),
+//!   a `GatewayDevice` when the template's `@type` holds `GatewayModel`, and neither
+//!   otherwise.
 //! - The device-group query (`SELECT * FROM devices WHERE $template = "dtmi:…" AND
 //!   $provisioned = true`): comparisons `= != <> < <= > >=`, `AND`, `OR`, parentheses, over
 //!   `$id, $displayName, $template, $enabled, $provisioned, $simulated, $organizations`.
@@ -49,7 +55,59 @@ pub enum Field {
     Simulated,
     /// Organizations (`scopes` / `$organizations`).
     Scopes,
+    /// The device kind (`type`: `GatewayDevice`, `EdgeDevice`).
+    Type,
 }
+
+/// What kind of device a device is, for the filter field `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// Neither a gateway nor an IoT Edge device.
+    Plain,
+    /// A gateway (its template's `@type` holds `GatewayModel`).
+    Gateway,
+    /// An IoT Edge device (`EdgeModel` in its template's `@type`, or `type: ["iotEdge"]`).
+    Edge,
+}
+
+impl DeviceKind {
+    /// The kind a device shows on its own (without its template): Edge when it has the
+    /// preview's `type: ["iotEdge"]`.
+    pub fn of_device(d: &Device) -> DeviceKind {
+        if d.device_type
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t == "iotEdge")
+        {
+            DeviceKind::Edge
+        } else {
+            DeviceKind::Plain
+        }
+    }
+
+    /// The kind a template's `@type` list makes (`EdgeModel` wins over `GatewayModel`).
+    pub fn of_template_types(types: &[String]) -> DeviceKind {
+        if types.iter().any(|t| t == "EdgeModel") {
+            DeviceKind::Edge
+        } else if types.iter().any(|t| t == "GatewayModel") {
+            DeviceKind::Gateway
+        } else {
+            DeviceKind::Plain
+        }
+    }
+
+    fn name(self) -> Option<&'static str> {
+        match self {
+            DeviceKind::Plain => None,
+            DeviceKind::Gateway => Some("GatewayDevice"),
+            DeviceKind::Edge => Some("EdgeDevice"),
+        }
+    }
+}
+
+/// The values the filter field `type` compares with.
+const DEVICE_TYPES: &[&str] = &["GatewayDevice", "EdgeDevice"];
 
 impl Field {
     fn is_bool(self) -> bool {
@@ -82,12 +140,25 @@ pub enum Expr {
 }
 
 impl Expr {
-    /// Evaluates the condition on a device.
+    /// Evaluates the condition on a device whose kind is what it shows on its own.
     pub fn matches(&self, d: &Device) -> bool {
+        self.matches_as(d, DeviceKind::of_device(d))
+    }
+
+    /// Evaluates the condition on a device of `kind` (its template decides it).
+    pub fn matches_as(&self, d: &Device, kind: DeviceKind) -> bool {
         match self {
             Expr::All => true,
-            Expr::And(a, b) => a.matches(d) && b.matches(d),
-            Expr::Or(a, b) => a.matches(d) || b.matches(d),
+            Expr::And(a, b) => a.matches_as(d, kind) && b.matches_as(d, kind),
+            Expr::Or(a, b) => a.matches_as(d, kind) || b.matches_as(d, kind),
+            Expr::Cmp(Field::Type, op, Value::Str(v)) => {
+                let is = kind.name() == Some(v.as_str());
+                if *op == Op::Ne {
+                    !is
+                } else {
+                    is
+                }
+            }
             Expr::Contains(f, needle) => str_field(d, *f)
                 .map(|s| s.to_lowercase().contains(&needle.to_lowercase()))
                 .unwrap_or(false),
@@ -379,6 +450,7 @@ impl Parser {
                 "provisioned" => Some(Field::Provisioned),
                 "simulated" => Some(Field::Simulated),
                 "scopes" => Some(Field::Scopes),
+                "type" => Some(Field::Type),
                 _ => None,
             },
             Dialect::GroupQuery => match name {
@@ -394,7 +466,7 @@ impl Parser {
         };
         known.ok_or_else(|| match self.dialect {
             Dialect::Filter => format!(
-                "unknown filter field {name:?} (supported: id, displayName, enabled, provisioned, simulated, template, scopes)"
+                "unknown filter field {name:?} (supported: id, displayName, enabled, provisioned, simulated, template, scopes, type)"
             ),
             Dialect::GroupQuery => format!(
                 "field {name:?} is not supported by the emulator's device group queries (supported: $id, $displayName, $template, $enabled, $provisioned, $simulated, $organizations)"
@@ -449,8 +521,14 @@ fn check(name: &str, field: Field, op: Op, value: &Value) -> Result<(), String> 
         Value::Bool(_) if !matches!(op, Op::Eq | Op::Ne) => Err(format!(
             "{name} is a boolean: only equality and inequality apply"
         )),
-        _ if field == Field::Scopes && !matches!(op, Op::Eq | Op::Ne) => {
+        _ if matches!(field, Field::Scopes | Field::Type) && !matches!(op, Op::Eq | Op::Ne) => {
             Err(format!("{name} supports only equality and inequality"))
+        }
+        Value::Str(v) if field == Field::Type && !DEVICE_TYPES.contains(&v.as_str()) => {
+            Err(format!(
+                "type compares with {}, not {v:?}",
+                DEVICE_TYPES.join(" or ")
+            ))
         }
         _ => Ok(()),
     }
@@ -571,6 +649,38 @@ mod tests {
             organizations: Some(orgs.iter().map(|s| s.to_string()).collect()),
             ..Device::default()
         }
+    }
+
+    #[test]
+    fn type_filters_edge_and_gateway_devices() {
+        let e = parse_filter("type eq 'GatewayDevice' or type eq 'EdgeDevice'").unwrap();
+        let d = dev("d1", "x", false, &[]);
+        assert!(!e.matches_as(&d, DeviceKind::Plain));
+        assert!(e.matches_as(&d, DeviceKind::Gateway));
+        assert!(e.matches_as(&d, DeviceKind::Edge));
+        let not_edge = parse_filter("type ne 'EdgeDevice'").unwrap();
+        assert!(not_edge.matches_as(&d, DeviceKind::Gateway));
+        assert!(!not_edge.matches_as(&d, DeviceKind::Edge));
+        let mut edge = d.clone();
+        edge.device_type = Some(vec!["iotEdge".into()]);
+        assert!(
+            e.matches(&edge),
+            "the preview's own type makes an edge device"
+        );
+        assert!(!e.matches(&d));
+        let types = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            DeviceKind::of_template_types(&types(&["DeviceModel", "EdgeModel", "GatewayModel"])),
+            DeviceKind::Edge
+        );
+        assert_eq!(
+            DeviceKind::of_template_types(&types(&["DeviceModel", "GatewayModel"])),
+            DeviceKind::Gateway
+        );
+        for bad in ["type eq 'Robot'", "type gt 'EdgeDevice'", "type eq true"] {
+            assert!(parse_filter(bad).is_err(), "{bad}");
+        }
+        assert!(parse_group_query("SELECT * FROM devices WHERE type = 'EdgeDevice'").is_err());
     }
 
     #[test]

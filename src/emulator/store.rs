@@ -2,7 +2,10 @@
 //!
 //! Resources are stored as JSON documents in one table keyed by (kind, id), with an
 //! insertion sequence that gives lists a stable order, plus a small key/value table for
-//! application facts (id scope, application id, SAS group keys). Documents keep the shapes
+//! application facts (id scope, application id, SAS group keys). Lists are read a page at a
+//! time with keyset queries ([`scan`]): a page starts after the position its `$skiptoken`
+//! carries and stops when it is full, through an index on (kind, seq) and one on (kind,
+//! folded display name, seq), so a page costs what it holds whatever the size of the fleet. Documents keep the shapes
 //! of the wire models (or of small records that wrap them), so what is stored is what is
 //! served. Every change runs in an `IMMEDIATE` transaction behind one connection mutex:
 //! concurrent requests are serialized, each read-check-write is atomic, and the WAL journal
@@ -39,6 +42,37 @@ pub mod kind {
     pub const API_TOKEN: &str = "apiToken";
 }
 
+/// The sort key of `orderby displayName`: the display name (of a device record or of a
+/// document that has one at the top) folded with SQLite's `lower` (ASCII letters only). One
+/// text for the index and for the queries, so the planner matches them.
+macro_rules! name_key {
+    () => {
+        "lower(coalesce(json_extract(body, '$.device.displayName'), json_extract(body, '$.displayName'), ''))"
+    };
+}
+
+/// The order of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Creation order (the insertion sequence).
+    Created,
+    /// By folded display name, then creation order; `desc` reverses both.
+    Name {
+        /// Descending.
+        desc: bool,
+    },
+}
+
+/// A position in a list: the last item a page held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Cursor {
+    /// Its insertion sequence.
+    pub seq: i64,
+    /// Its sort key, for [`Order::Name`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
 /// The database: one connection behind a mutex.
 pub struct Store {
     conn: Mutex<Connection>,
@@ -68,7 +102,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
-        conn.execute_batch(
+        conn.execute_batch(concat!(
             "CREATE TABLE IF NOT EXISTS resources (
                  seq  INTEGER PRIMARY KEY AUTOINCREMENT,
                  kind TEXT NOT NULL,
@@ -76,12 +110,17 @@ impl Store {
                  body TEXT NOT NULL,
                  UNIQUE (kind, id)
              );
+             CREATE INDEX IF NOT EXISTS resources_kind_seq ON resources (kind, seq);
+             CREATE INDEX IF NOT EXISTS resources_kind_name ON resources (kind, ",
+            name_key!(),
+            ", seq);
              CREATE TABLE IF NOT EXISTS meta (
                  key   TEXT PRIMARY KEY,
                  value TEXT NOT NULL
              );",
-        )
+        ))
         .map_err(db)?;
+        conn.execute_batch(super::stats::SCHEMA).map_err(db)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -163,6 +202,92 @@ pub fn list<T: DeserializeOwned>(c: &Connection, kind: &str) -> ApiResult<Vec<T>
     Ok(out)
 }
 
+/// Reads the documents of a kind in `order`, starting after `after`, and hands each to `f`
+/// with its position until `f` answers `false`: a keyset query, so a page costs the rows it
+/// reads, never the whole kind.
+pub fn scan(
+    c: &Connection,
+    kind: &str,
+    order: Order,
+    after: Option<&Cursor>,
+    mut f: impl FnMut(Cursor, &str) -> ApiResult<bool>,
+) -> ApiResult<()> {
+    let seq = after.map_or(i64::MIN, |a| a.seq);
+    let name = after.and_then(|a| a.name.clone());
+    // Each statement names the parameters it binds: 1 kind, 2 seq, 3 name.
+    let (sql, by_name): (&str, bool) = match (order, &name) {
+        (Order::Created, _) => (
+            "SELECT seq, body, NULL FROM resources WHERE kind = ?1 AND seq > ?2 ORDER BY seq",
+            false,
+        ),
+        (Order::Name { desc: false }, None) => (
+            concat!(
+                "SELECT seq, body, ",
+                name_key!(),
+                " FROM resources WHERE kind = ?1 ",
+                "ORDER BY ",
+                name_key!(),
+                ", seq"
+            ),
+            true,
+        ),
+        (Order::Name { desc: false }, Some(_)) => (
+            concat!(
+                "SELECT seq, body, ",
+                name_key!(),
+                " FROM resources WHERE kind = ?1 ",
+                "AND (",
+                name_key!(),
+                ", seq) > (?3, ?2) ORDER BY ",
+                name_key!(),
+                ", seq"
+            ),
+            true,
+        ),
+        (Order::Name { desc: true }, None) => (
+            concat!(
+                "SELECT seq, body, ",
+                name_key!(),
+                " FROM resources WHERE kind = ?1 ",
+                "ORDER BY ",
+                name_key!(),
+                " DESC, seq DESC"
+            ),
+            true,
+        ),
+        (Order::Name { desc: true }, Some(_)) => (
+            concat!(
+                "SELECT seq, body, ",
+                name_key!(),
+                " FROM resources WHERE kind = ?1 ",
+                "AND (",
+                name_key!(),
+                ", seq) < (?3, ?2) ORDER BY ",
+                name_key!(),
+                " DESC, seq DESC"
+            ),
+            true,
+        ),
+    };
+    let mut stmt = c.prepare_cached(sql)?;
+    let mut rows = match (by_name, &name) {
+        (false, _) => stmt.query(params![kind, seq])?,
+        (true, None) => stmt.query(params![kind])?,
+        (true, Some(n)) => stmt.query(params![kind, seq, n])?,
+    };
+    while let Some(row) = rows.next()? {
+        let cursor = Cursor {
+            seq: row.get(0)?,
+            name: if by_name { row.get(2)? } else { None },
+        };
+        let body: String = row.get(1)?;
+        if !f(cursor, &body)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// Creates or replaces a document (a replacement keeps its place in lists).
 pub fn put<T: Serialize>(c: &Connection, kind: &str, id: &str, value: &T) -> ApiResult<()> {
     let body = serde_json::to_string(value)?;
@@ -215,6 +340,51 @@ pub fn require<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scan_resumes_after_a_position_in_either_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join(DB_FILE)).unwrap();
+        s.write(|c| {
+            for (id, name) in [("a", "b"), ("b", "A"), ("c", "b"), ("d", "c")] {
+                put(c, "k", id, &serde_json::json!({"displayName": name}))?;
+            }
+            put(c, "other", "x", &serde_json::json!({"displayName": "a"}))
+        })
+        .unwrap();
+        let ids = |order: Order, after: Option<Cursor>, n: usize| {
+            let mut out = Vec::new();
+            let mut last = None;
+            s.read(|c| {
+                scan(c, "k", order, after.as_ref(), |at, body| {
+                    let v: serde_json::Value = serde_json::from_str(body)?;
+                    out.push(v["displayName"].as_str().unwrap().to_owned());
+                    last = Some(at);
+                    Ok(out.len() < n)
+                })
+            })
+            .unwrap();
+            (out, last)
+        };
+        let (all, _) = ids(Order::Created, None, 10);
+        assert_eq!(all, ["b", "A", "b", "c"]);
+        let (first, at) = ids(Order::Created, None, 2);
+        assert_eq!(first, ["b", "A"]);
+        assert_eq!(ids(Order::Created, at, 10).0, ["b", "c"]);
+        let asc = Order::Name { desc: false };
+        let (first, at) = ids(asc, None, 2);
+        assert_eq!(first, ["A", "b"]);
+        assert_eq!(at.as_ref().and_then(|c| c.name.as_deref()), Some("b"));
+        assert_eq!(
+            ids(asc, at, 10).0,
+            ["b", "c"],
+            "the tie resumes by sequence"
+        );
+        let desc = Order::Name { desc: true };
+        let (first, at) = ids(desc, None, 2);
+        assert_eq!(first, ["c", "b"]);
+        assert_eq!(ids(desc, at, 10).0, ["b", "A"]);
+    }
 
     #[test]
     fn write_rolls_back_on_error_and_survives_reopen() {

@@ -1,6 +1,8 @@
 //! TLS for the emulator's listeners: the CA kept in the data folder, the server certificate
-//! it signs for `localhost` and `127.0.0.1`, and one accept loop shared by the IoT Central and
-//! the DPS listeners.
+//! it signs for `localhost`, `127.0.0.1` and the names given with `--tls-name` ([`TlsName`]:
+//! DNS names as dNSName, addresses as iPAddress SANs), and one accept loop shared by the IoT
+//! Central and the DPS listeners (every listener serves the one certificate, so a device on
+//! the LAN checks the same names whichever it talks to).
 //!
 //! The CA survives restarts (clients keep trusting the same `caCert`); the server certificate
 //! is re-issued at every start. The acceptor asks for a client certificate but does not
@@ -23,6 +25,54 @@ use tokio::sync::watch;
 pub const CA_CERT_FILE: &str = "ca_cert.pem";
 /// File name of the CA private key in the data folder (mode 0600).
 pub const CA_KEY_FILE: &str = "ca_key.pem";
+
+/// A name the server certificate holds besides `localhost` and `127.0.0.1`: a DNS name (a
+/// dNSName SAN) or an IP address (an iPAddress SAN, never a DNS name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsName {
+    /// A DNS name (`bench-host.lan`).
+    Dns(String),
+    /// An IPv4 or IPv6 address (`192.0.2.10`, `fd00::10`).
+    Ip(std::net::IpAddr),
+}
+
+impl std::str::FromStr for TlsName {
+    type Err = String;
+
+    /// Reads an address, else a DNS name as TLS clients check it (no wildcard, no port, no
+    /// scheme, no trailing dot).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+            return Ok(TlsName::Ip(ip));
+        }
+        let bracketed = s.strip_prefix('[').and_then(|r| r.strip_suffix(']'));
+        if let Some(ip) = bracketed.and_then(|r| r.parse::<std::net::Ipv6Addr>().ok()) {
+            return Ok(TlsName::Ip(ip.into()));
+        }
+        let dns_ok = !s.ends_with('.')
+            && matches!(
+                rustls::pki_types::ServerName::try_from(s),
+                Ok(rustls::pki_types::ServerName::DnsName(_))
+            );
+        if dns_ok {
+            Ok(TlsName::Dns(s.to_ascii_lowercase()))
+        } else {
+            Err(format!(
+                "{s:?} is neither an IP address nor a DNS name (letters, digits, '-' and '.', \
+                 no wildcard, port or scheme)"
+            ))
+        }
+    }
+}
+
+impl std::fmt::Display for TlsName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsName::Dns(d) => f.write_str(d),
+            TlsName::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
 
 /// The certificate chain a TLS client presented (leaf first), empty when it sent none.
 /// Inserted into every request's extensions by [`serve`].
@@ -52,8 +102,9 @@ fn pki_err(what: &str, e: impl std::fmt::Display) -> EmulatorError {
 }
 
 /// Loads the CA from `data_dir` (or makes one with `crate::cert`), issues a fresh server
-/// certificate for `localhost` and `127.0.0.1`, and builds the acceptor configuration.
-pub fn load_or_create(data_dir: &Path) -> Result<Pki, EmulatorError> {
+/// certificate for `localhost`, `127.0.0.1` and `names`, and builds the acceptor
+/// configuration.
+pub fn load_or_create(data_dir: &Path, names: &[TlsName]) -> Result<Pki, EmulatorError> {
     use crate::cert::{Authority, CaOptions, LeafOptions};
     let cert_path = data_dir.join(CA_CERT_FILE);
     let key_path = data_dir.join(CA_KEY_FILE);
@@ -88,12 +139,17 @@ pub fn load_or_create(data_dir: &Path) -> Result<Pki, EmulatorError> {
             .map_err(|e| EmulatorError::Io(format!("write {}", cert_path.display()), e))?;
         ca
     };
+    let mut dns = vec!["localhost"];
+    let mut ips = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+    for n in names {
+        match n {
+            TlsName::Dns(d) if !dns.contains(&d.as_str()) => dns.push(d),
+            TlsName::Ip(ip) if !ips.contains(ip) => ips.push(*ip),
+            _ => {}
+        }
+    }
     let server = ca
-        .issue_server(
-            &["localhost"],
-            &[std::net::IpAddr::from([127, 0, 0, 1])],
-            &LeafOptions::default(),
-        )
+        .issue_server(&dns, &ips, &LeafOptions::default())
         .map_err(|e| pki_err("server certificate", e))?;
     let server_key = server
         .key
@@ -206,6 +262,10 @@ impl ClientCertVerifier for AnyClientCert {
 #[derive(Debug, Clone, Copy)]
 pub struct DropConnection;
 
+/// The largest request body read (well above what any handler accepts, so the handlers'
+/// own limits answer first, in the service's error shape); a larger one ends the connection.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
 /// Serves `app` over TLS on `listener` until `shutdown` turns true, then stops accepting and
 /// lets open connections finish their current request.
 pub async fn serve(
@@ -258,7 +318,16 @@ pub async fn serve(
                 let app = app.clone();
                 async move {
                     use tower::ServiceExt;
-                    let req = req.map(axum::body::Body::new);
+                    // The whole body is read before the app answers. A handler that refuses a
+                    // request early (a bad api-version, a failed check) would otherwise leave
+                    // it unread, and hyper then closes the keep-alive connection after the
+                    // answer, racing the client's next request on it (seen as "connection
+                    // closed without response" by schemathesis and python-requests).
+                    let (parts, body) = req.into_parts();
+                    let body = axum::body::to_bytes(axum::body::Body::new(body), MAX_BODY)
+                        .await
+                        .map_err(|e| std::io::Error::other(format!("request body: {e}")))?;
+                    let req = http::Request::from_parts(parts, axum::body::Body::from(body));
                     let resp = match app.oneshot(req).await {
                         Ok(r) => r,
                         Err(e) => match e {},

@@ -164,10 +164,13 @@ impl CaSet {
     }
 }
 
+/// Whether the CA's certificate and its key exist; the key is a file or, with
+/// `PREFIX_key.uri`, a token object ([`Authority::load`] tells which).
 fn ca_state(prefix: &Path) -> (bool, bool) {
     (
         cert::prefixed_path(prefix, "_cert.pem").exists(),
-        cert::prefixed_path(prefix, "_key.pem").exists(),
+        cert::prefixed_path(prefix, "_key.pem").exists()
+            || cert::prefixed_path(prefix, "_key.uri").exists(),
     )
 }
 

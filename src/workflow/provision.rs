@@ -1016,11 +1016,29 @@ mod tests {
         // process, as in a real crash, and the resume rightly makes a new one, which would
         // defeat the "issued once" count below (the kill -9 end-to-end test covers
         // concurrency).
-        for symmetric in [false, true] {
-            for k in 1..30u64 {
+        // Commits per device: X.509 with IoT Central creation: cert issued, device created,
+        // registering, registered, bundle written; symmetric without: the key with
+        // registering (one commit), registered, bundle written.
+        for (symmetric, per_device) in [(false, 5u64), (true, 3)] {
+            let total = 6 * per_device;
+            for k in 1..=total + 1 {
                 let b = Batch::new(6, symmetric, !symmetric);
                 let first = b.run_with(Some(k), 1);
-                assert!(first.interrupted || first.completed == 6, "k={k}");
+                if k <= total {
+                    // The hook fired: the run stopped right after commit k, so exactly the
+                    // devices whose every commit came before it are done.
+                    assert!(first.interrupted, "k={k}: the crash never happened");
+                    assert_eq!(
+                        b.journal().counts().unwrap().done,
+                        k / per_device,
+                        "k={k}: the crash did not fall after commit {k}"
+                    );
+                } else {
+                    assert!(
+                        !first.interrupted && first.completed == 6,
+                        "k={k}: the batch takes {total} commits, it needs no crash"
+                    );
+                }
                 let second = b.run(None);
                 assert!(!second.interrupted);
                 b.assert_all_done_exactly_once(6);

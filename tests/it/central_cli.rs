@@ -4,6 +4,7 @@
 use crate::common_central;
 
 use common_central::{root_ca, Emu};
+use iotc::emulator::stats::counter;
 use predicates::prelude::*;
 use serde_json::Value;
 use std::path::Path;
@@ -839,15 +840,32 @@ fn completions_and_help_examples() {
 #[test]
 fn a_cli_run_rides_out_throttling_and_faults() {
     let emu = Emu::start_with(Some(5));
-    emu.set(serde_json::json!({"faults": {"seed": 11, "errorRate": 0.2, "dropRate": 0.1}}));
+    emu.set(serde_json::json!({"faults": {"seed": 11, "errorRate": 0.2, "dropRate": 0.2}}));
     for i in 0..6 {
         j(
             &emu,
             &["device", "create", &format!("r-{i}"), "--display-name", "R"],
         );
     }
+    // The list's six pages come faster than the 2 requests/s now allowed: the rate limit
+    // answers 429 + Retry-After, which the run waits out.
+    emu.set(serde_json::json!({"rateLimit": 2}));
     let listed = j(&emu, &["device", "list", "--max-page-size", "1"]);
-    assert_eq!(ids(&listed).len(), 6);
+    assert_eq!(
+        ids(&listed),
+        (0..6).map(|i| format!("r-{i}")).collect::<Vec<_>>()
+    );
+    // What the run rode out, as the emulator counted it: 503s, dropped connections and the
+    // rate limit's 429s all happened.
+    let stats = emu.stats();
+    eprintln!(
+        "faults {:?}, rate-limited {}",
+        stats.of(counter::FAULTS),
+        stats.total(counter::RATE_LIMITED)
+    );
+    assert!(stats.get(counter::FAULTS, "api.503") > 0, "{stats:?}");
+    assert!(stats.get(counter::FAULTS, "api.drop") > 0, "{stats:?}");
+    assert!(stats.get(counter::RATE_LIMITED, "api") > 0, "{stats:?}");
 }
 
 /// The usage line of the parse error of `iotc ARGS` (split at spaces), and the whole stderr.

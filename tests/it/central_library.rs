@@ -70,7 +70,7 @@ fn organizations_roles_users_and_api_tokens() {
             .await
             .unwrap();
         assert_eq!(up.display_name.as_deref(), Some("Redmond WA"));
-        let ids: BTreeSet<_> = c
+        let ids: Vec<_> = c
             .list_organizations()
             .collect_all()
             .await
@@ -78,10 +78,7 @@ fn organizations_roles_users_and_api_tokens() {
             .into_iter()
             .filter_map(|o| o.id)
             .collect();
-        assert!(
-            ids.contains("seattle") && ids.contains("redmond"),
-            "{ids:?}"
-        );
+        assert_eq!(ids, ["seattle", "redmond"], "each listed once");
         c.delete_organization("redmond").await.unwrap();
         assert_not_found(
             c.get_organization("redmond").await.unwrap_err(),
@@ -141,9 +138,13 @@ fn organizations_roles_users_and_api_tokens() {
             .collect_all()
             .await
             .unwrap();
-        let ids: BTreeSet<_> = users.into_iter().filter_map(|u| u.id).collect();
+        let ids: Vec<_> = users.into_iter().filter_map(|u| u.id).collect();
         for id in ["alice", "ci-bot", "ops-team"] {
-            assert!(ids.contains(id), "{id} missing from {ids:?}");
+            assert_eq!(
+                ids.iter().filter(|i| *i == id).count(),
+                1,
+                "{id} listed once across the pages: {ids:?}"
+            );
         }
         c.delete_user("ops-team").await.unwrap();
         assert_not_found(c.get_user("ops-team").await.unwrap_err(), "Users_Get");
@@ -340,7 +341,8 @@ fn device_groups_templates_and_filters() {
         c.create_device_group("simulated", &group).await.unwrap();
         let got = c.get_device_group("simulated").await.unwrap();
         assert_eq!(got.filter, group.filter);
-        let members: BTreeSet<_> = c
+        // One member a page: a page served twice would show as a duplicate here.
+        let members: Vec<_> = c
             .list_device_group_devices("simulated", &ListOptions::default().max_page_size(1))
             .collect_all()
             .await
@@ -348,13 +350,7 @@ fn device_groups_templates_and_filters() {
             .into_iter()
             .filter_map(|d| d.id)
             .collect();
-        assert_eq!(
-            members,
-            ["t-0", "t-2", "t-4"]
-                .into_iter()
-                .map(String::from)
-                .collect()
-        );
+        assert_eq!(members, ["t-0", "t-2", "t-4"]);
         let up = c
             .update_device_group("simulated", &json!({"description": "even ones"}))
             .await
@@ -409,9 +405,12 @@ fn device_groups_templates_and_filters() {
             c.get_device_group("simulated").await.unwrap_err(),
             "DeviceGroups_Get",
         );
-        c.delete_device_template("dtmi:contoso:Thermostat;1")
+        // The template's devices still use it: IoT Central refuses to delete it (409).
+        let e = c
+            .delete_device_template("dtmi:contoso:Thermostat;1")
             .await
-            .ok();
+            .unwrap_err();
+        assert_eq!(e.status(), Some(409), "{e}");
     });
 }
 
@@ -603,18 +602,38 @@ fn paging_follows_next_link_across_many_pages() {
             .unwrap();
         assert_eq!(streamed.len(), 130);
 
-        // API tokens: more than three pages as well (the az CLI reads only the first)
-        for i in 0..5 {
-            let req = ApiToken {
-                id: None,
-                roles: role(roles::OPERATOR, None),
-                token: None,
-                expiry: None,
-            };
-            c.create_api_token(&format!("tok-{i}"), &req).await.unwrap();
+        // API tokens: more than three pages as well (the az CLI reads only the first). Their
+        // list takes no page size, so 300 tokens + the emulator's own make four pages of 100.
+        use futures::StreamExt;
+        let results: Vec<_> = futures::stream::iter(0..300)
+            .map(|i| {
+                let c = c.clone();
+                async move {
+                    let req = ApiToken {
+                        id: None,
+                        roles: role(roles::OPERATOR, None),
+                        token: None,
+                        expiry: None,
+                    };
+                    c.create_api_token(&format!("tok-{i:03}"), &req).await
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for r in results {
+            r.unwrap();
         }
-        let tokens = c.list_api_tokens().collect_all().await.unwrap();
-        assert!(tokens.len() >= 5);
+        let mut pager = c.list_api_tokens();
+        let mut seen = Vec::new();
+        while let Some(page) = pager.next_page().await {
+            seen.extend(page.unwrap().value.into_iter().filter_map(|t| t.id));
+        }
+        assert_eq!(pager.pages_fetched(), 4, "{} tokens", seen.len());
+        assert_eq!(seen.len(), 301);
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 301, "every token exactly once");
     });
 }
 

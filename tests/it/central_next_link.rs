@@ -38,8 +38,7 @@ async fn devices(
     })
 }
 
-async fn loop_page(Query(q): Query<HashMap<String, String>>) -> Json<Value> {
-    let _ = q;
+async fn loop_page() -> Json<Value> {
     Json(json!({"value": [{"id": "x"}], "nextLink": "/api/roles?api-version=2022-07-31"}))
 }
 

@@ -13,8 +13,8 @@ use iotc::central::models::{
     SigningX509Certificate, X509VerificationCertificate,
 };
 use iotc::central::{CertificateEntry, Client, ClientOptions, Credential, ListOptions};
+use iotc::emulator::stats::counter;
 use serde_json::json;
-use std::collections::BTreeSet;
 
 fn device(i: usize) -> Device {
     Device {
@@ -42,14 +42,23 @@ async fn create_many(c: &Client, prefix: &str, n: usize) {
     }
 }
 
-async fn ids(c: &Client) -> BTreeSet<String> {
-    c.list_devices(&ListOptions::default())
+/// Every device id, sorted, as listed (a device listed twice would show twice).
+async fn ids(c: &Client) -> Vec<String> {
+    let mut ids: Vec<String> = c
+        .list_devices(&ListOptions::default())
         .collect_all()
         .await
         .unwrap()
         .into_iter()
         .filter_map(|d| d.id)
-        .collect()
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `{prefix}-000` .. `{prefix}-{n-1}`.
+fn made(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:03}")).collect()
 }
 
 #[test]
@@ -62,6 +71,14 @@ fn the_rate_limit_is_met_by_retries_and_avoided_by_pacing() {
     let u = unpaced.stats();
     assert!(u.throttled > 0, "{u:?}");
     assert_eq!(u.attempts, 60 + u.retries, "{u:?}");
+    // Every retry answered a 429, which the service sends before doing any work, and the
+    // emulator refused exactly as many requests as the client saw refused.
+    assert_eq!(u.retries, u.throttled, "{u:?}");
+    assert_eq!(
+        emu.stats().total(counter::RATE_LIMITED),
+        u.throttled,
+        "{u:?}"
+    );
 
     // Default pacing (20 requests/s): the same work meets (almost) no 429.
     let paced = emu.client_with(ClientOptions {
@@ -79,8 +96,15 @@ fn the_rate_limit_is_met_by_retries_and_avoided_by_pacing() {
         p.throttled * 4 <= u.throttled,
         "pacing should avoid most 429s: paced {p:?}, unpaced {u:?}"
     );
+    assert_eq!(
+        emu.stats().total(counter::RATE_LIMITED),
+        u.throttled + p.throttled,
+        "{p:?}"
+    );
     let all = emu.block_on(ids(&emu.client()));
-    assert_eq!(all.len(), 120, "every call landed exactly once");
+    let mut want = made("p", 60);
+    want.extend(made("u", 60));
+    assert_eq!(all, want, "every create landed, none lost");
 }
 
 #[test]
@@ -123,8 +147,11 @@ fn injected_faults_are_retried_and_no_call_is_lost() {
     );
     emu.set(json!({"faults": {"errorRate": 0.0, "throttleRate": 0.0, "dropRate": 0.0}}));
     let left = emu.block_on(ids(&emu.client()));
-    assert_eq!(left.len(), 50, "{left:?}");
-    assert!(!left.contains("f-000") && left.contains("f-010"));
+    assert_eq!(
+        left,
+        made("f", 60)[10..],
+        "every create landed, every delete too"
+    );
 }
 
 fn x509_group() -> EnrollmentGroup {

@@ -6,7 +6,18 @@ use std::process::{Command, Stdio};
 
 #[test]
 fn a_closed_stdout_pipe_ends_quietly_with_success() {
-    // `completions bash` prints well over a pipe buffer (64 KiB), so it must hit the closed pipe.
+    // `completions bash` prints well over a pipe buffer (Linux's default capacity: 16 pages,
+    // 64 KiB), so it is still writing when the reader goes away and must hit the closed pipe.
+    let whole = Command::new(env!("CARGO_BIN_EXE_iotc"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(whole.status.success());
+    assert!(
+        whole.stdout.len() > 2 * 64 * 1024,
+        "the output ({} bytes) must outgrow the pipe",
+        whole.stdout.len()
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_iotc"))
         .args(["completions", "bash"])
         .stdout(Stdio::piped())

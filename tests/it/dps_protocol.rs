@@ -6,7 +6,9 @@ use crate::common_dps;
 
 use common_dps::*;
 use iotc::dps::{derive_device_key, sas};
+use iotc::emulator::stats::counter;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -187,7 +189,7 @@ async fn api_versions_polls_and_status_lookup() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_honours_retry_after_through_injected_faults() {
+async fn client_gets_through_injected_503s_429s_and_dropped_connections() {
     let env = start().await;
     let token = sas_setup(&env, "fault-1").await;
     let base = format!(
@@ -246,11 +248,12 @@ async fn client_honours_retry_after_through_injected_faults() {
     env.emu.shutdown().await;
 }
 
-/// Presents a certificate with a private key that is not the certificate's.
+/// Presents `cert` with whatever key it was given, without checking that they belong
+/// together (rustls's own `CertifiedKey` checks would refuse a mismatched pair).
 #[derive(Debug)]
-struct WrongKey(Arc<rustls::sign::CertifiedKey>);
+struct Presents(Arc<rustls::sign::CertifiedKey>);
 
-impl rustls::client::ResolvesClientCert for WrongKey {
+impl rustls::client::ResolvesClientCert for Presents {
     fn resolve(
         &self,
         _hints: &[&[u8]],
@@ -263,6 +266,63 @@ impl rustls::client::ResolvesClientCert for WrongKey {
     }
 }
 
+/// A TLS client configuration that trusts the emulator's CA and presents `cert` (DER) signed
+/// for with the PKCS#8 key `key`.
+fn presenting(env: &Env, cert: &[u8], key: &[u8]) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let signing = provider
+        .key_provider
+        .load_private_key(rustls::pki_types::PrivateKeyDer::Pkcs8(key.to_vec().into()))
+        .unwrap();
+    let ck = rustls::sign::CertifiedKey::new(vec![cert.to_vec().into()], signing);
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&env.ca_pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_cert_resolver(Arc::new(Presents(Arc::new(ck)))),
+    )
+}
+
+/// One HTTP/1.1 request over a TLS connection made with `config`; the answer's head.
+async fn exchange(
+    config: Arc<rustls::ClientConfig>,
+    endpoint: &str,
+    request: &str,
+) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = endpoint.trim_start_matches("https://");
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    tls.write_all(request.as_bytes()).await?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tls.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// The TLS alert the server sent, if `e` is one.
+fn alert_received(e: &std::io::Error) -> Option<rustls::AlertDescription> {
+    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(a) => Some(*a),
+        _ => None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_handshake_must_prove_the_leaf_key() {
     let env = start().await;
@@ -270,47 +330,101 @@ async fn the_handshake_must_prove_the_leaf_key() {
     env.verified_group("pop-tls", &root).await;
     let dev = device(&root, "stolen-1");
     let thief = device(&root, "thief-key");
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let signing = provider
-        .key_provider
-        .load_private_key(rustls::pki_types::PrivateKeyDer::Pkcs8(
-            key_der(&thief).into(),
-        ))
-        .unwrap();
-    let ck = rustls::sign::CertifiedKey::new(vec![dev.cert_der.clone().into()], signing);
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls::pki_types::pem::PemObject;
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&env.ca_pem) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_cert_resolver(Arc::new(WrongKey(Arc::new(ck))));
-    let c = reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .build()
-        .unwrap();
-    let r = c
-        .put(format!(
-            "{}/{}/registrations/stolen-1/register?api-version=2021-10-01",
-            env.emu.info().dps_endpoint,
-            env.emu.info().id_scope
-        ))
-        .json(&serde_json::json!({"registrationId": "stolen-1"}))
-        .send()
-        .await;
-    assert!(
-        r.is_err(),
-        "a certificate without its key was accepted: {r:?}"
+    let info = env.emu.info().clone();
+    let body = r#"{"registrationId":"stolen-1"}"#;
+    let request = format!(
+        "PUT /{}/registrations/stolen-1/register?api-version=2021-10-01 HTTP/1.1\r\n\
+         Host: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        info.id_scope,
+        body.len()
     );
-    assert!(env.central.get_device("stolen-1").await.is_err());
-    // The same certificate with its own key goes through.
-    env.device_client(&dev)
-        .register(&rid("stolen-1"), None)
+
+    // The device's certificate with another key: the server refuses the handshake (the
+    // CertificateVerify signature does not match the certificate), with the alert for it.
+    let stolen = presenting(&env, &dev.cert_der, &key_der(&thief));
+    let err = exchange(stolen, &info.dps_endpoint, &request)
         .await
+        .expect_err("a certificate without its key was accepted");
+    assert_eq!(
+        alert_received(&err),
+        Some(rustls::AlertDescription::DecryptError),
+        "the refusal is the TLS handshake's: {err:?}"
+    );
+    assert!(env
+        .central
+        .get_device("stolen-1")
+        .await
+        .unwrap_err()
+        .is_not_found());
+    assert_eq!(
+        env.emu
+            .stats()
+            .unwrap()
+            .get(counter::DPS_REGISTRATIONS, "stolen-1"),
+        0
+    );
+
+    // Positive control: the very same client configuration with the certificate's own key
+    // gets through the handshake and registers.
+    let own = presenting(&env, &dev.cert_der, &key_der(&dev));
+    let head = exchange(own, &info.dps_endpoint, &request).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 202"), "{head}");
+    assert_eq!(
+        env.emu
+            .stats()
+            .unwrap()
+            .get(counter::DPS_REGISTRATIONS, "stolen-1"),
+        1
+    );
+    env.emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_waits_each_retry_after_and_no_longer_than_the_cap() {
+    let env = start().await;
+    let gk = env.sas_group("wait").await;
+    // The 202 and each of the 2 assigning polls carry Retry-After: 3 waits before `assigned`.
+    let waits = 3;
+    let timed = |id: &'static str, retry_after: u32, cap: Duration| {
+        let mut s = env.emu.settings().get();
+        s.dps_assigning_polls = waits - 1;
+        s.dps_retry_after_seconds = retry_after;
+        env.emu.settings().set(s).unwrap();
+        let mut opts = env.options();
+        opts.max_retry_after = cap;
+        // A client that ignored Retry-After would poll this fast and be caught.
+        opts.default_poll_interval = Duration::from_millis(10);
+        let key = derive_device_key(gk.expose(), id).unwrap();
+        let client = iotc::dps::Client::new(
+            env.id_scope(),
+            iotc::dps::Attestation::SymmetricKey(key),
+            opts,
+        )
         .unwrap();
+        async move {
+            let t = Instant::now();
+            let r = client.register(&rid(id), None).await.unwrap();
+            assert_eq!(r.device_id.as_deref(), Some(id));
+            t.elapsed()
+        }
+    };
+    // Retry-After 1 s under a 30 s cap: at least 3 × 1 s.
+    let took = timed("wait-1", 1, Duration::from_secs(30)).await;
+    eprintln!("Retry-After 1 s, 3 waits: {took:?}");
+    assert!(
+        took >= Duration::from_secs(waits.into()),
+        "Retry-After was not waited: {took:?}"
+    );
+    assert!(took < Duration::from_secs(6), "waited too long: {took:?}");
+    // Retry-After 3 s under a 250 ms cap: the cap, 3 × 250 ms, not 3 × 3 s.
+    let took = timed("wait-2", 3, Duration::from_millis(250)).await;
+    eprintln!("Retry-After 3 s capped at 250 ms, 3 waits: {took:?}");
+    assert!(took >= Duration::from_millis(750), "{took:?}");
+    assert!(
+        took < Duration::from_secs(9),
+        "the cap was not applied: {took:?}"
+    );
     env.emu.shutdown().await;
 }
 
@@ -338,7 +452,19 @@ async fn cli_registers_with_an_encrypted_key_and_a_derived_group_key() {
         },
     )
     .unwrap();
-    let _ = written;
+    // The CLI below is given the files write_bundle says it wrote.
+    assert_eq!(
+        written.fullchain.as_deref(),
+        Some(dir.join("cli-dev-1_fullchain.pem").as_path())
+    );
+    assert_eq!(
+        written.key.as_deref(),
+        Some(dir.join("cli-dev-1_key.pem").as_path())
+    );
+    assert_eq!(
+        written.pfx.as_deref(),
+        Some(dir.join("cli-dev-1.pfx").as_path())
+    );
     let info = env.emu.info().clone();
     let bin = env!("CARGO_BIN_EXE_iotc");
     let out = tokio::task::spawn_blocking({

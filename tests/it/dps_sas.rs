@@ -7,6 +7,7 @@ use crate::common_dps;
 use base64::Engine as _;
 use common_dps::*;
 use iotc::dps::{derive_device_key, sas, DpsError};
+use iotc::emulator::stats::counter;
 use iotc::secret::Secret;
 
 fn now() -> u64 {
@@ -225,6 +226,161 @@ async fn disabled_symmetric_key_group_ends_disabled() {
         err.to_string()
             .contains("enrollment group \"sas-off\" is disabled"),
         "{err}"
+    );
+    env.emu.shutdown().await;
+}
+
+/// `base64(HMAC-SHA256(base64decode(key), data))` computed by the openssl CLI: a referee that
+/// shares no code with `iotc::dps::sas`.
+fn openssl_hmac(key_b64: &str, data: &str) -> String {
+    use std::io::Write;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(key_b64)
+        .unwrap();
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let mut child = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-mac", "HMAC", "-macopt"])
+        .arg(format!("hexkey:{hex}"))
+        .arg("-binary")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(data.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl dgst failed");
+    assert_eq!(out.stdout.len(), 32, "an HMAC-SHA256");
+    base64::engine::general_purpose::STANDARD.encode(out.stdout)
+}
+
+/// The fields of a `SharedAccessSignature k=v&k=v` header, read without `iotc::dps::sas`.
+fn sas_fields(header: &str) -> std::collections::BTreeMap<String, String> {
+    let rest = header
+        .strip_prefix("SharedAccessSignature ")
+        .unwrap_or_else(|| panic!("not a SAS token: {header:?}"));
+    rest.split('&')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+/// Percent-encodes a base64 signature the way the documentation's samples do (`+`, `/`, `=`).
+fn url_encode_sig(sig: &str) -> String {
+    sig.replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_sas_tokens_are_what_openssl_signs_over_the_documented_string() {
+    let env = start().await;
+    let group_key = env.sas_group("sas-ref").await;
+    let key = derive_device_key(group_key.expose(), "ref-1").unwrap();
+    // The real client, through a proxy that keeps the Authorization headers it forwards.
+    let proxy =
+        crate::common_central::proxy::Proxy::spawn(&env.emu.info().dps_endpoint, &env.ca_pem).await;
+    let mut opts = env.options();
+    opts.endpoint = proxy.url.clone();
+    opts.ca_pem = Some(proxy.ca_pem.clone());
+    let client = iotc::dps::Client::new(
+        env.id_scope(),
+        iotc::dps::Attestation::SymmetricKey(key.clone()),
+        opts,
+    )
+    .unwrap();
+    let before = now();
+    let r = client.register(&rid("ref-1"), None).await.unwrap();
+    assert_eq!(r.device_id.as_deref(), Some("ref-1"));
+    let tokens = proxy.authorizations();
+    assert!(
+        tokens.len() >= 2,
+        "register and poll both signed: {tokens:?}"
+    );
+    let scope = &env.emu.info().id_scope;
+    for t in &tokens {
+        let f = sas_fields(t);
+        // sr is `{idScope}/registrations/{registrationId}`, URL-encoded (DESIGN.md, API-NOTES).
+        assert_eq!(f["sr"], format!("{scope}%2fregistrations%2fref-1"), "{t}");
+        assert_eq!(f["skn"], "registration", "{t}");
+        let se: u64 = f["se"].parse().unwrap();
+        assert!(se > before && se <= now() + 3600 + 5, "expiry {se}: {t}");
+        // The signature is HMAC-SHA256 over `{sr}\n{se}`, as openssl computes it.
+        let expected = openssl_hmac(key.expose(), &format!("{}\n{}", f["sr"], f["se"]));
+        let sig = percent_encoding::percent_decode_str(&f["sig"])
+            .decode_utf8()
+            .unwrap();
+        assert_eq!(sig, expected, "{t}");
+    }
+    env.emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_accepts_a_token_made_from_the_published_key_vector_and_openssl() {
+    let env = start().await;
+    // The group key and device key of the DPS symmetric-key documentation's derivation example
+    // ("Derive a device key"), the group key supplied to IoT Central as-is.
+    let group_key =
+        "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==";
+    let id = "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6";
+    let device_key = "Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc=";
+    assert_eq!(
+        openssl_hmac(group_key, id),
+        device_key,
+        "the published vector"
+    );
+    env.central
+        .create_enrollment_group(
+            "sas-doc",
+            &iotc::central::models::EnrollmentGroup {
+                id: None,
+                display_name: "sas-doc".into(),
+                enabled: Some(true),
+                group_type: iotc::central::models::EnrollmentGroupType::Iot,
+                attestation: iotc::central::models::GroupAttestation::SymmetricKey {
+                    symmetric_key: Some(iotc::central::models::SymmetricKey {
+                        primary_key: Secret::new(group_key),
+                        secondary_key: Secret::new(
+                            base64::engine::general_purpose::STANDARD.encode([5u8; 64]),
+                        ),
+                    }),
+                },
+                etag: None,
+                id_scope: None,
+            },
+        )
+        .await
+        .unwrap();
+    // The token, assembled here from the documented string-to-sign and signed by openssl.
+    let scope = &env.emu.info().id_scope;
+    let sr = format!("{scope}%2fregistrations%2f{id}");
+    let se = now() + 600;
+    let token = |signed_se: u64| {
+        let sig = openssl_hmac(device_key, &format!("{sr}\n{signed_se}"));
+        format!(
+            "SharedAccessSignature sr={sr}&sig={}&se={se}&skn=registration",
+            url_encode_sig(&sig)
+        )
+    };
+    // A signature over another string-to-sign (one second later) is refused...
+    let (status, body) = put_with(&env, id, &token(se + 1)).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        env.emu.stats().unwrap().get(counter::DPS_REGISTRATIONS, id),
+        0
+    );
+    // ...and the right one registers the device.
+    let (status, body) = put_with(&env, id, &token(se)).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        env.emu.stats().unwrap().get(counter::DPS_REGISTRATIONS, id),
+        1
     );
     env.emu.shutdown().await;
 }

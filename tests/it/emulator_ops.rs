@@ -422,3 +422,68 @@ async fn every_file_holding_a_secret_is_0600_whatever_the_umask() {
     }
     stop(child);
 }
+
+/// Regression (schemathesis saw "connection closed without response"): a request refused
+/// before its body is read (here a bad api-version) must not end the keep-alive connection. On
+/// one HTTP/1.1 connection the refused request's headers go first, its body a moment later (as
+/// a client writes them), then a second request: both must be answered.
+#[tokio::test]
+async fn a_refused_request_with_a_body_keeps_the_connection_usable() {
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let e = Emu::start().await;
+    let info = e.emu.as_ref().unwrap().info().clone();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(&info.ca_cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let url = url::Url::parse(&info.api_url).unwrap();
+    let addr = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from(url.host_str().unwrap().to_owned()).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let body = r#"{"displayName":"x"}"#;
+    let request = |version: &str| {
+        format!(
+            "PATCH /api/deviceGroups/g0?api-version={version} HTTP/1.1\r\nHost: {addr}\r\n\
+             Authorization: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            e.token,
+            body.len()
+        )
+    };
+    let refused = request("0");
+    let (head, rest) = refused.split_at(refused.len() - body.len());
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The server may already have closed the connection: what matters is the answers.
+    let _ = tls
+        .write_all((rest.to_owned() + &request(GA)).as_bytes())
+        .await;
+    let _ = tls.flush().await;
+    let mut answers = String::new();
+    let mut buf = [0u8; 4096];
+    while answers.matches("HTTP/1.1 ").count() < 2 || !answers.ends_with('}') {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answers.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => panic!("no answer within 10 s: {answers}"),
+        }
+    }
+    let statuses: Vec<&str> = answers
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(at, _)| answers[at..].lines().next())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["HTTP/1.1 400 Bad Request", "HTTP/1.1 404 Not Found"],
+        "both requests answered on one connection: {answers}"
+    );
+}

@@ -9,6 +9,9 @@
 //! `--resume` finishes it. (kill -9 of the client is in the workflow helper's
 //! `tests/it/workflow_batch.rs`.)
 
+use iotc::emulator::stats::{counter, Stats};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -203,13 +206,45 @@ impl Env {
         })
     }
 
+    /// What the emulator counted (`GET /emulator/stats`): DPS registrations per device,
+    /// injected faults. Counters are durable, so they survive a restart of the emulator.
+    fn stats(&self) -> Stats {
+        let (s, v) = self.call("GET", "/emulator/stats", None);
+        assert_eq!(s, 200, "{v}");
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Faults of `kind` (`503`, `429` or `drop`) injected on IoT Central and DPS since
+    /// `before`: shows the batch itself ran under the fault, not only the probe.
+    fn injected_since(&self, before: &Stats, kind: &str) -> u64 {
+        let now = self.stats();
+        ["api", "dps"]
+            .iter()
+            .map(|listener| {
+                let key = format!("{listener}.{kind}");
+                now.get(counter::FAULTS, &key) - before.get(counter::FAULTS, &key)
+            })
+            .sum()
+    }
+
     fn out(&self) -> PathBuf {
         self.dir.path().join("bundles")
     }
 
     fn provision(&self, n: u64, resume: bool, out: &Path) -> std::process::Output {
         let mut c = Command::new(env!("CARGO_BIN_EXE_iotc"));
-        c.args([
+        c.args(self.provision_args(out))
+            .args(run_args(n, resume))
+            .env_remove("IOTC_PROFILE")
+            .env("HOME", self.dir.path());
+        c.output().unwrap()
+    }
+
+    /// The arguments of `iotc provision` for this environment and bundle folder (followed by
+    /// [`run_args`]).
+    fn provision_args(&self, out: &Path) -> Vec<OsString> {
+        let path = |p: &Path| p.as_os_str().to_owned();
+        let mut args: Vec<OsString> = [
             "provision",
             "--group",
             "line",
@@ -218,35 +253,27 @@ impl Env {
             "4",
             "--attempts",
             "3",
-        ])
-        .arg("--journal")
-        .arg(self.dir.path().join("batch.journal"))
-        .arg("--out")
-        .arg(out)
-        .arg("--report")
-        .arg(self.dir.path().join("report.json"))
-        .args([
-            "--app",
-            &self.emu.api,
-            "--token-file",
-            &self.token_file(),
-            "--ca-file",
-            &self.emu.ca,
-        ])
-        .args([
-            "--id-scope",
-            &self.emu.scope,
-            "--dps-endpoint",
-            &self.emu.dps,
-        ])
-        .env_remove("IOTC_PROFILE")
-        .env("HOME", self.dir.path());
-        if resume {
-            c.arg("--resume");
-        } else {
-            c.args(["--count", &n.to_string(), "--prefix", "rel-"]);
+        ]
+        .map(OsString::from)
+        .into();
+        args.extend([
+            "--journal".into(),
+            path(&self.dir.path().join("batch.journal")),
+            "--out".into(),
+            path(out),
+            "--report".into(),
+            path(&self.dir.path().join("report.json")),
+        ]);
+        for (flag, value) in [
+            ("--app", self.emu.api.clone()),
+            ("--token-file", self.token_file()),
+            ("--ca-file", self.emu.ca.clone()),
+            ("--id-scope", self.emu.scope.clone()),
+            ("--dps-endpoint", self.emu.dps.clone()),
+        ] {
+            args.extend([flag.into(), value.into()]);
         }
-        c.output().unwrap()
+        args
     }
 
     fn restart(&mut self, down_for: Duration) {
@@ -335,6 +362,14 @@ impl Env {
         assert_eq!(report["succeeded"], n, "{report}");
         assert_eq!(report["failed"], 0, "{report}");
         assert_eq!(report["pending"], 0, "{report}");
+        // IoT Central ids are unique keys, so the list above cannot show a device made twice;
+        // DPS's own count can: every device registered exactly once, and no other.
+        let once: BTreeMap<String, u64> = want.iter().map(|id| (id.clone(), 1)).collect();
+        assert_eq!(
+            self.stats().of(counter::DPS_REGISTRATIONS),
+            once,
+            "DPS registered every device of the batch exactly once"
+        );
     }
 }
 
@@ -342,6 +377,17 @@ impl Drop for Env {
     fn drop(&mut self) {
         let _ = self.emu.child.kill();
         let _ = self.emu.child.wait();
+    }
+}
+
+/// What follows [`Env::provision_args`]: a first run of `n` devices, or `--resume`.
+fn run_args(n: u64, resume: bool) -> Vec<String> {
+    if resume {
+        vec!["--resume".into()]
+    } else {
+        ["--count", &n.to_string(), "--prefix", "rel-"]
+            .map(str::to_owned)
+            .into()
     }
 }
 
@@ -377,7 +423,11 @@ fn a_third_of_requests_answered_503_the_batch_finishes_with_every_device_once() 
     let env = Env::start();
     env.faults(serde_json::json!({"seed": 7, "errorRate": 0.3}));
     assert!(env.probe(30).0 > 0, "no 503 injected");
+    let before = env.stats();
     run_to_completion(&env, 20, 3);
+    let during = env.injected_since(&before, "503");
+    eprintln!("outcome: {during} fault(s) (503) injected during the batch");
+    assert!(during > 0, "the batch itself ran under 503s");
     env.faults(serde_json::json!({"errorRate": 0.0}));
     env.assert_complete(20, &env.out());
 }
@@ -387,7 +437,11 @@ fn throttling_storms_with_retry_after_the_batch_finishes_with_every_device_once(
     let env = Env::start();
     env.faults(serde_json::json!({"seed": 11, "throttleRate": 0.1, "throttleBurst": 8}));
     assert!(env.probe(30).1 > 0, "no 429 with Retry-After injected");
+    let before = env.stats();
     run_to_completion(&env, 20, 3);
+    let during = env.injected_since(&before, "429");
+    eprintln!("outcome: {during} fault(s) (429) injected during the batch");
+    assert!(during > 0, "the batch itself ran under 429 storms");
     env.faults(serde_json::json!({"throttleRate": 0.0}));
     env.assert_complete(20, &env.out());
 }
@@ -397,7 +451,11 @@ fn dropped_connections_the_batch_finishes_with_every_device_once() {
     let env = Env::start();
     env.faults(serde_json::json!({"seed": 13, "dropRate": 0.2}));
     assert!(env.probe(30).2 > 0, "no connection dropped");
+    let before = env.stats();
     run_to_completion(&env, 20, 3);
+    let during = env.injected_since(&before, "drop");
+    eprintln!("outcome: {during} fault(s) (drop) injected during the batch");
+    assert!(during > 0, "the batch itself ran under dropped connections");
     env.faults(serde_json::json!({"dropRate": 0.0}));
     env.assert_complete(20, &env.out());
 }
@@ -426,39 +484,12 @@ fn emulator_killed_and_restarted_mid_batch_then_resume_finishes_every_device_onc
     env.faults(serde_json::json!({"latencyMs": 150}));
     let out = env.out();
     let mut c = Command::new(env!("CARGO_BIN_EXE_iotc"));
-    c.args([
-        "provision",
-        "--group",
-        "line",
-        "--no-progress",
-        "--concurrency",
-        "4",
-        "--attempts",
-        "3",
-        "--count",
-        "40",
-        "--prefix",
-        "rel-",
-    ])
-    .arg("--journal")
-    .arg(env.dir.path().join("batch.journal"))
-    .arg("--out")
-    .arg(&out)
-    .arg("--report")
-    .arg(env.dir.path().join("report.json"))
-    .args([
-        "--app",
-        &env.emu.api,
-        "--token-file",
-        &env.token_file(),
-        "--ca-file",
-        &env.emu.ca,
-    ])
-    .args(["--id-scope", &env.emu.scope, "--dps-endpoint", &env.emu.dps])
-    .env_remove("IOTC_PROFILE")
-    .env("HOME", env.dir.path())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    c.args(env.provision_args(&out))
+        .args(run_args(40, false))
+        .env_remove("IOTC_PROFILE")
+        .env("HOME", env.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let client = c.spawn().unwrap();
     // Wait until some devices exist, then kill -9 the emulator and bring it back 2 s later.
     let t0 = Instant::now();
@@ -504,84 +535,142 @@ fn emulator_killed_and_restarted_mid_batch_then_resume_finishes_every_device_onc
     env.assert_complete(40, &out);
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+/// The flags of `unshare` that let this machine mount a size-limited tmpfs in a private mount
+/// namespace: as root a mount namespace is enough, anyone else needs a user namespace too.
+/// `None` when neither works here.
+fn mount_namespace() -> Option<&'static [&'static str]> {
+    let probe = tempfile::tempdir().unwrap();
+    let candidates: [&'static [&'static str]; 2] =
+        [&["--mount"], &["--user", "--map-root-user", "--mount"]];
+    candidates.into_iter().find(|flags| {
+        Command::new("unshare")
+            .args(*flags)
+            .args(["sh", "-c", "mount -t tmpfs -o size=4k tmpfs \"$1\"", "sh"])
+            .arg(probe.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }
 
-struct Mount(PathBuf);
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
+/// Runs in the private mount namespace: a 4 MiB tmpfs, all of it but 64 KiB taken by a
+/// filler file (room for a few bundles, not for 30), the batch writing its bundles there, a
+/// copy of what the full disk left (bundles, report, journal), the filler deleted (room made,
+/// as an operator would), `--resume`, and a copy of the result. The namespace and its mount end
+/// with the script, so only the copies outlive it. (Room is made by deleting, not by a remount:
+/// `mount -o remount,size=...` of a tmpfs mounted in a user namespace fails here.)
+const DISK_FULL_SCRIPT: &str = r#"
+set -u
+small=$1; keep=$2; report=$3; journal=$4; shift 4
+mount -t tmpfs -o size=4m tmpfs "$small" || exit 97
+head -c $((4096 * 1024 - 64 * 1024)) /dev/zero >"$small/filler" || exit 97
+"$IOTC_BIN" "$@" --count 30 --prefix rel- >"$keep/full.out" 2>"$keep/full.err"
+echo $? >"$keep/full.code"
+mkdir "$keep/after-full" "$keep/journal-full" || exit 98
+cp -a "$small/bundles/." "$keep/after-full/" && cp "$report" "$keep/full-report.json" || exit 98
+cp "$journal"* "$keep/journal-full/" || exit 98
+rm "$small/filler" || exit 99
+"$IOTC_BIN" "$@" --resume >"$keep/resume.out" 2>"$keep/resume.err"
+echo $? >"$keep/resume.code"
+mkdir "$keep/after-resume" && cp -a "$small/bundles/." "$keep/after-resume/"
+"#;
 
 #[test]
 fn disk_full_under_the_bundle_folder_is_reported_then_resume_finishes_every_device_once() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED: mounting a small tmpfs for the bundle folder needs root (CI runs as root)"
-        );
-        return;
-    }
+    let Some(flags) = mount_namespace() else {
+        let why = "cannot mount a size-limited tmpfs here, neither as root nor in a user namespace";
+        if std::env::var_os("CI").is_none() && std::env::var_os("IOTC_TEST_NO_MOUNT").is_some() {
+            eprintln!("SKIPPED on request (IOTC_TEST_NO_MOUNT): {why}");
+            return;
+        }
+        panic!("{why}; this test needs one of them (outside CI, IOTC_TEST_NO_MOUNT=1 skips it knowingly)");
+    };
     let env = Env::start();
-    let out = env.dir.path().join("small");
-    std::fs::create_dir_all(&out).unwrap();
-    // 64 KiB: room for a few bundles (tmpfs counts whole 4 KiB pages per file), not for 30.
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&out)
+    let small = env.dir.path().join("small");
+    let keep = env.dir.path().join("keep");
+    std::fs::create_dir_all(&small).unwrap();
+    std::fs::create_dir_all(&keep).unwrap();
+    let journal = env.dir.path().join("batch.journal");
+    let args = env.provision_args(&small.join("bundles"));
+    let st = Command::new("unshare")
+        .args(flags)
+        .args(["sh", "-c", DISK_FULL_SCRIPT, "sh"])
+        .args([&small, &keep, &env.dir.path().join("report.json"), &journal])
+        .args(&args)
+        .env("IOTC_BIN", env!("CARGO_BIN_EXE_iotc"))
+        .env_remove("IOTC_PROFILE")
+        .env("HOME", env.dir.path())
         .status()
         .unwrap();
-    assert!(st.success(), "mount tmpfs failed although we are root");
-    let _mount = Mount(out.clone());
-    let o = env.provision(30, false, &out);
-    let t = text(&o);
+    assert!(st.success(), "the namespace script failed: {st}");
+    let code = |run: &str| -> i32 {
+        let c = std::fs::read_to_string(keep.join(format!("{run}.code"))).unwrap();
+        c.trim().parse().unwrap()
+    };
+    let output = |run: &str| -> String {
+        ["out", "err"]
+            .map(|s| std::fs::read_to_string(keep.join(format!("{run}.{s}"))).unwrap())
+            .concat()
+    };
+
+    // The full disk ends the run as a partial batch that names the cause.
+    let t = output("full");
     assert_eq!(
-        o.status.code(),
-        Some(1),
+        code("full"),
+        1,
         "a full disk must end as a partial batch (exit 1):\n{t}"
     );
     assert!(
-        t.contains("No space left")
-            || t.contains("space")
-            || t.contains("ENOSPC")
-            || t.contains("os error 28"),
+        t.contains("No space left on device"),
         "the cause is named:\n{t}"
     );
     let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(env.dir.path().join("report.json")).unwrap())
-            .unwrap();
-    eprintln!(
-        "outcome: disk full -> exit 1, {} succeeded, {} failed, {} pending",
-        report["succeeded"], report["failed"], report["pending"]
-    );
-    assert!(report["succeeded"].as_u64().unwrap() < 30, "{report}");
-    // Every bundle on disk is whole: a bundle folder exists only for a device the journal says is done.
-    for e in std::fs::read_dir(&out).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            for f in std::fs::read_dir(&p).unwrap() {
-                let f = f.unwrap().path();
-                assert!(
-                    std::fs::metadata(&f).unwrap().len() > 0,
-                    "empty file {}",
-                    f.display()
-                );
-            }
-        }
+        serde_json::from_slice(&std::fs::read(keep.join("full-report.json")).unwrap()).unwrap();
+    let failures = report["failures"].as_array().unwrap();
+    assert!(!failures.is_empty(), "{report}");
+    for f in failures {
+        assert!(
+            f["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("No space left on device")),
+            "every failure is the full disk: {f}"
+        );
     }
-    // Make room, resume: every device exactly once.
-    let st = Command::new("mount")
-        .args(["-o", "remount,size=4m"])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let o = env.provision(30, true, &out);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    env.assert_complete(30, &out);
+    // What the journal calls done is exactly what is on disk, and each of those bundles is whole.
+    let j =
+        iotc::workflow::journal::Journal::open(&keep.join("journal-full/batch.journal")).unwrap();
+    let done: BTreeSet<String> = j
+        .all()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.state == iotc::workflow::journal::State::BundleWritten)
+        .map(|r| r.device_id)
+        .collect();
+    eprintln!(
+        "outcome: disk full -> exit 1, {} succeeded, {} failed, {} pending; {} bundle(s) on disk",
+        report["succeeded"],
+        report["failed"],
+        report["pending"],
+        done.len()
+    );
+    assert!(!done.is_empty() && done.len() < 30, "{report}");
+    assert_eq!(report["succeeded"], done.len(), "{report}");
+    let on_disk: BTreeSet<String> = std::fs::read_dir(keep.join("after-full"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        on_disk, done,
+        "a bundle folder exists for exactly the devices the journal has done"
+    );
+    for id in &on_disk {
+        iotc::workflow::bundle::check(&keep.join("after-full").join(id))
+            .unwrap_or_else(|e| panic!("bundle {id} left by the full disk is damaged: {e}"));
+    }
+
+    // With room again, one --resume finishes the batch: every device exactly once.
+    assert_eq!(code("resume"), 0, "{}", output("resume"));
+    env.assert_complete(30, &keep.join("after-resume"));
 }

@@ -253,6 +253,7 @@ fn matrix() -> Vec<(&'static str, &'static str, Option<Value>, &'static str)> {
         // the emulator's own settings endpoint
         ("GET", "/emulator/settings", None, "Ynnnnn"),
         ("PUT", "/emulator/settings", Some(json!({})), "Ynnnnn"),
+        ("GET", "/emulator/stats", None, "Ynnnnn"),
     ]
 }
 
@@ -550,10 +551,25 @@ async fn missing_forged_expired_and_revoked_tokens_get_401_everywhere() {
         "A"
     };
     forged.replace_range(sig_at..sig_at + 1, c);
+    // A token that expires in 2 s: it works now, and is refused everywhere once expired.
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let (s, v) = e
+        .call(
+            "PUT",
+            "/apiTokens/short",
+            Some(json!({"roles": [{"role": roles::ADMINISTRATOR}],
+        "expiry": expires.format(&time::format_description::well_known::Rfc3339).unwrap()})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let expired = v["token"].as_str().unwrap().to_owned();
+    let (s, v) = send(&e, Some(&expired), "GET", "/devices", None).await;
+    assert_eq!(s, 200, "before its expiry the token works: {v}");
     // A later expiry than the one issued is not the same token.
-    let (s, _) = e.call("PUT", "/apiTokens/short", Some(json!({"roles": [{"role": roles::ADMINISTRATOR}],
-        "expiry": (time::OffsetDateTime::now_utc() + time::Duration::seconds(2)).format(&time::format_description::well_known::Rfc3339).unwrap()}))).await;
-    assert_eq!(s, 200);
+    let se = expired.split("se=").nth(1).unwrap();
+    let se_ms: u64 = se.split('&').next().unwrap().parse().unwrap();
+    let later = expired.replace(&format!("se={se_ms}"), &format!("se={}", se_ms + 3_600_000));
+    assert_ne!(later, expired);
     let revoked = e
         .token_with("revoked", json!([{"role": roles::ADMINISTRATOR}]))
         .await;
@@ -570,10 +586,14 @@ async fn missing_forged_expired_and_revoked_tokens_get_401_everywhere() {
         "/enrollmentGroups",
         "/devices/dev-north/credentials",
     ];
+    let wait = (expires - time::OffsetDateTime::now_utc()).whole_milliseconds() + 500;
+    tokio::time::sleep(std::time::Duration::from_millis(wait.max(0) as u64)).await;
     for tok in [
         None,
         Some(forged.as_str()),
         Some(revoked.as_str()),
+        Some(expired.as_str()),
+        Some(later.as_str()),
         Some("Bearer abc"),
         Some("SharedAccessSignature sr=x&sig=y&skn=matrix-0&se=1"),
     ] {
@@ -581,7 +601,9 @@ async fn missing_forged_expired_and_revoked_tokens_get_401_everywhere() {
             let (s, v) = send(&e, tok, "GET", p, None).await;
             assert_eq!(s, 401, "{tok:?} GET {p}: {v}");
         }
-        let (s, _) = send(&e, tok, "GET", "/emulator/settings", None).await;
-        assert_eq!(s, 401, "{tok:?} settings");
+        for p in ["/emulator/settings", "/emulator/stats"] {
+            let (s, _) = send(&e, tok, "GET", p, None).await;
+            assert_eq!(s, 401, "{tok:?} GET {p}");
+        }
     }
 }

@@ -6,25 +6,54 @@ use crate::common_workflow;
 
 use common_workflow::{bundles, openssl_verify, Emu};
 use iotc::central::CertificateEntry;
+use iotc::emulator::stats::counter;
 
 fn stdout(a: &assert_cmd::assert::Assert) -> String {
     String::from_utf8_lossy(&a.get_output().stdout).into_owned()
 }
 
+/// `iotc onboard x509 --group GROUP --ca CA --no-password`, to be completed and run.
+fn onboard_x509(emu: &Emu, group: &str, ca: &str) -> assert_cmd::Command {
+    let mut c = emu.cmd();
+    c.args([
+        "onboard",
+        "x509",
+        "--group",
+        group,
+        "--ca",
+        ca,
+        "--no-password",
+    ]);
+    c
+}
+
+/// The primary CA certificate of `group`, as IoT Central holds it.
+fn primary_ca(emu: &Emu, group: &str) -> iotc::central::models::SigningX509Certificate {
+    let c = emu.client();
+    emu.rt
+        .block_on(c.get_enrollment_group_certificate(group, CertificateEntry::Primary))
+        .unwrap()
+}
+
+/// Asserts the emulator issued `n` verification codes for the primary certificate of
+/// `group`, accepted `n` proofs of possession for it, and saw no proof for any other.
+fn assert_pop_calls(emu: &Emu, group: &str, n: u64) {
+    let stats = emu.stats();
+    let key = format!("{group}/primary");
+    let expected: std::collections::BTreeMap<String, u64> =
+        (n > 0).then(|| (key.clone(), n)).into_iter().collect();
+    assert_eq!(
+        stats.of(counter::VERIFICATION_CODES),
+        expected,
+        "generateVerificationCode calls"
+    );
+    assert_eq!(stats.of(counter::VERIFICATIONS), expected, "verify calls");
+}
+
 #[test]
 fn x509_via_root_registers_devices_with_verified_ca() {
     let emu = Emu::start(None);
-    let a = emu
-        .cmd()
-        .args([
-            "onboard",
-            "x509",
-            "--group",
-            "g-root",
-            "--ca",
-            "pki/root",
-            "--no-password",
-        ])
+    let a = onboard_x509(&emu, "g-root", "pki/root")
         .args(["--count", "3", "--prefix", "r-", "--out", "out"])
         .assert()
         .success();
@@ -33,13 +62,11 @@ fn x509_via_root_registers_devices_with_verified_ca() {
         text.contains("root CA") && text.contains("created"),
         "{text}"
     );
-    assert!(text.contains("proof of possession"), "{text}");
+    // Proof of possession, as the emulator saw it: one verification code, one accepted proof
+    // (the self-attested upload prints "proof of possession" too, so the output proves nothing).
+    assert_pop_calls(&emu, "g-root", 1);
 
-    let c = emu.client();
-    let cert = emu
-        .rt
-        .block_on(c.get_enrollment_group_certificate("g-root", CertificateEntry::Primary))
-        .unwrap();
+    let cert = primary_ca(&emu, "g-root");
     assert!(cert.verified, "the CA was verified by proof of possession");
     let root_pem = std::fs::read_to_string(emu.path("pki/root_cert.pem")).unwrap();
     let root_der = iotc::cert::parse_pem_certs(root_pem.as_bytes())
@@ -76,16 +103,7 @@ fn x509_via_root_registers_devices_with_verified_ca() {
 #[test]
 fn x509_via_intermediate_proves_possession_of_the_intermediate() {
     let emu = Emu::start(None);
-    emu.cmd()
-        .args([
-            "onboard",
-            "x509",
-            "--group",
-            "g-int",
-            "--ca",
-            "pki/root",
-            "--no-password",
-        ])
+    onboard_x509(&emu, "g-int", "pki/root")
         .args([
             "--intermediate",
             "pki/inter",
@@ -96,11 +114,8 @@ fn x509_via_intermediate_proves_possession_of_the_intermediate() {
         ])
         .assert()
         .success();
-    let c = emu.client();
-    let cert = emu
-        .rt
-        .block_on(c.get_enrollment_group_certificate("g-int", CertificateEntry::Primary))
-        .unwrap();
+    assert_pop_calls(&emu, "g-int", 1);
+    let cert = primary_ca(&emu, "g-int");
     assert!(cert.verified);
     let inter_pem = std::fs::read_to_string(emu.path("pki/inter_cert.pem")).unwrap();
     let inter_der = iotc::cert::parse_pem_certs(inter_pem.as_bytes())
@@ -168,16 +183,7 @@ fn symmetric_key_devices_get_keys_derived_from_the_group_key() {
 fn an_onboarding_rerun_changes_nothing() {
     let emu = Emu::start(None);
     let run = |count: &str| {
-        emu.cmd()
-            .args([
-                "onboard",
-                "x509",
-                "--group",
-                "g-re",
-                "--ca",
-                "pki/root",
-                "--no-password",
-            ])
+        onboard_x509(&emu, "g-re", "pki/root")
             .args([
                 "--intermediate",
                 "pki/inter",
@@ -217,14 +223,12 @@ fn an_onboarding_rerun_changes_nothing() {
             .unwrap_or_else(|| panic!("no line for {step} in:\n{text}"));
         assert!(line.contains("reused"), "{line}");
     }
-    assert!(
-        !text.contains("proof of possession"),
-        "no second PoP:\n{text}"
-    );
+    assert_pop_calls(&emu, "g-re", 1);
     assert_eq!(snapshot(&emu), before, "no file rewritten");
     assert_eq!(emu.devices().len(), devices_before);
     // Adding a device to the selection registers only that one.
     run("3");
+    assert_pop_calls(&emu, "g-re", 1);
     assert_eq!(bundles(&emu.path("out")).len(), 3);
     for (p, bytes) in before {
         assert_eq!(std::fs::read(&p).unwrap(), bytes, "{}", p.display());
@@ -232,30 +236,22 @@ fn an_onboarding_rerun_changes_nothing() {
 }
 
 #[test]
-fn a_group_with_another_ca_is_not_overwritten() {
+fn a_self_attested_upload_makes_no_proof_of_possession() {
     let emu = Emu::start(None);
-    emu.cmd()
-        .args([
-            "onboard",
-            "x509",
-            "--group",
-            "g-x",
-            "--ca",
-            "pki/a",
-            "--no-password",
-        ])
+    onboard_x509(&emu, "g-self", "pki/root")
+        .arg("--verified-upload")
         .assert()
         .success();
-    emu.cmd()
-        .args([
-            "onboard",
-            "x509",
-            "--group",
-            "g-x",
-            "--ca",
-            "pki/b",
-            "--no-password",
-        ])
+    assert_pop_calls(&emu, "g-self", 0);
+    let cert = primary_ca(&emu, "g-self");
+    assert!(cert.verified, "uploaded as verified");
+}
+
+#[test]
+fn a_group_with_another_ca_is_not_overwritten() {
+    let emu = Emu::start(None);
+    onboard_x509(&emu, "g-x", "pki/a").assert().success();
+    onboard_x509(&emu, "g-x", "pki/b")
         .assert()
         .code(2)
         .stderr(predicates::str::contains("already has another primary CA"));

@@ -8,6 +8,9 @@
 //! time and with `xargs -P`. Each line reports wall time, rate, and the CPU
 //! time spent (ours, or the openssl children's), so a figure taken on a busy machine can still
 //! be judged. Peak memory (VmHWM) is printed at the end: run two sizes to see it stay flat.
+//! With `--hsm-ca PREFIX` it measures a CA whose key is in a PKCS#11 token instead ([`hsm`]).
+
+mod hsm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,7 +30,7 @@ use crate::secret::Secret;
 /// One measured line.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Figure {
+pub(super) struct Figure {
     what: String,
     items: u64,
     threads: usize,
@@ -80,7 +83,7 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn measure<F: FnOnce() -> Result<(), CliError>>(
+pub(super) fn measure<F: FnOnce() -> Result<(), CliError>>(
     what: &str,
     items: u64,
     threads: usize,
@@ -115,7 +118,7 @@ fn measure<F: FnOnce() -> Result<(), CliError>>(
     Ok(fig)
 }
 
-fn pool(threads: usize) -> Result<rayon::ThreadPool, CliError> {
+pub(super) fn pool(threads: usize) -> Result<rayon::ThreadPool, CliError> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -150,7 +153,12 @@ fn rcgen_floor(ca: &Authority, key_type: KeyType, n: u64) -> Result<(), CliError
     Ok(())
 }
 
-fn in_memory(ca: &Authority, opts: &LeafOptions, n: u64, threads: usize) -> Result<(), CliError> {
+pub(super) fn in_memory(
+    ca: &Authority,
+    opts: &LeafOptions,
+    n: u64,
+    threads: usize,
+) -> Result<(), CliError> {
     pool(threads)?.install(|| {
         (0..n)
             .into_par_iter()
@@ -167,7 +175,7 @@ fn in_memory(ca: &Authority, opts: &LeafOptions, n: u64, threads: usize) -> Resu
 /// starts is written under every name: the same three files through the same `write_bundle`
 /// (same sizes, same atomic placement) without any cryptography, the file system's floor; no
 /// bundle rate can beat it on that folder's file system.
-fn to_disk(
+pub(super) fn to_disk(
     ca: &Authority,
     opts: &LeafOptions,
     w: &WriteOptions,
@@ -221,7 +229,7 @@ fn openssl_script(key_type: KeyType) -> String {
     )
 }
 
-fn run_sh(dir: &Path, script: &str) -> Result<(), CliError> {
+pub(super) fn run_sh(dir: &Path, script: &str) -> Result<(), CliError> {
     let status = Command::new("sh")
         .arg("-c")
         .arg(script)
@@ -252,6 +260,13 @@ pub fn run(a: BenchArgs) -> CliResult {
     };
     tmp.disable_cleanup(a.keep);
     let base: PathBuf = tmp.path().to_path_buf();
+    if let Some(prefix) = &a.hsm_ca {
+        let result = hsm::run(&a, prefix, &base, cores);
+        if a.keep {
+            eprintln!("kept the written files in {}", base.display());
+        }
+        return result;
+    }
     eprintln!(
         "iotc cert bench: {kt}, N = {n}, {cores} cores, load average {load}, folder {}",
         base.display()

@@ -6,16 +6,19 @@
 //! provisioned = `provisioned: true` (set only by a DPS registration), blocked =
 //! `enabled: false`.
 
-use super::resource::{self, Change, Reach, Resource, Upsert};
+use super::resource::{self, Change, ListEnv, Reach, Resource, Upsert};
 use super::{
     apply_patch, check_etag, json_body, no_content, no_params, ok, patch_body, valid_id, AppState,
     Ctx, ListOptions, ListParams,
 };
-use crate::central::models::{Attestation, Device, DeviceCredentials, X509CertificateInfo};
+use crate::central::models::{
+    Attestation, Device, DeviceCredentials, DeviceTemplate, X509CertificateInfo,
+};
 use crate::emulator::app::{derive_keys, new_etag};
 use crate::emulator::auth::{Access, Area, Principal};
 use crate::emulator::certs;
 use crate::emulator::error::{ApiError, ApiResult};
+use crate::emulator::query::{DeviceKind, Expr, Field};
 use crate::emulator::records::DeviceRecord;
 use crate::emulator::store::{self, kind};
 use axum::body::Bytes;
@@ -25,6 +28,7 @@ use axum::Extension;
 use base64::Engine;
 use rusqlite::Connection;
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 const LABEL: &str = "device";
 
@@ -35,6 +39,53 @@ pub(super) fn wire(d: &Device, preview: bool) -> Device {
         d.device_type = None;
     }
     d
+}
+
+/// The device kind each device template makes, read once for a list whose filter tests
+/// `type` (templates are few; devices are many).
+#[derive(Debug, Default)]
+pub(super) struct TemplateKinds(HashMap<String, DeviceKind>);
+
+impl TemplateKinds {
+    /// Reads every template's `@type`.
+    pub fn load(c: &Connection) -> ApiResult<TemplateKinds> {
+        let mut map = HashMap::new();
+        store::scan(
+            c,
+            kind::DEVICE_TEMPLATE,
+            store::Order::Created,
+            None,
+            |_, body| {
+                let t: DeviceTemplate = serde_json::from_str(body)?;
+                if let Some(id) = t.id {
+                    map.insert(id, DeviceKind::of_template_types(&t.types));
+                }
+                Ok(true)
+            },
+        )?;
+        Ok(TemplateKinds(map))
+    }
+
+    /// The kind of a device: Edge by its own `type`, otherwise what its template makes.
+    pub fn of(&self, d: &Device) -> DeviceKind {
+        match DeviceKind::of_device(d) {
+            DeviceKind::Plain => d
+                .template
+                .as_deref()
+                .and_then(|t| self.0.get(t).copied())
+                .unwrap_or(DeviceKind::Plain),
+            k => k,
+        }
+    }
+}
+
+/// Whether a filter tests the field `type` anywhere.
+fn tests_type(e: &Expr) -> bool {
+    match e {
+        Expr::And(a, b) | Expr::Or(a, b) => tests_type(a) || tests_type(b),
+        Expr::Cmp(f, _, _) | Expr::Contains(f, _) => *f == Field::Type,
+        Expr::All => false,
+    }
 }
 
 /// Checks that every organization exists and that there is at most one.
@@ -174,6 +225,7 @@ impl Resource for Devices {
     const AREA: Area = Area::Devices;
     const REACH: Reach = Reach::Organizations;
     const LIST: ListOptions = ListOptions::ALL;
+    const LIST_ODATA: ListOptions = ListOptions::ALL;
     type Record = DeviceRecord;
     type Wire = Device;
 
@@ -196,27 +248,20 @@ impl Resource for Devices {
         Ok(())
     }
 
-    fn list_filter(params: &ListParams, rec: &DeviceRecord) -> bool {
-        params
-            .filter
-            .as_ref()
-            .is_none_or(|f| f.matches(&rec.device))
+    fn list_env(c: &Connection, params: &ListParams) -> ApiResult<ListEnv> {
+        let kinds = match &params.filter {
+            Some(f) if tests_type(f) => Some(TemplateKinds::load(c)?),
+            _ => None,
+        };
+        Ok(ListEnv { kinds })
     }
 
-    fn list_order(items: &mut [Device], desc: bool) {
-        items.sort_by(|a, b| {
-            let o = a
-                .display_name
-                .as_deref()
-                .unwrap_or_default()
-                .to_lowercase()
-                .cmp(&b.display_name.as_deref().unwrap_or_default().to_lowercase());
-            if desc {
-                o.reverse()
-            } else {
-                o
-            }
-        });
+    fn list_filter(env: &ListEnv, params: &ListParams, rec: &DeviceRecord) -> bool {
+        let kind = match &env.kinds {
+            Some(k) => k.of(&rec.device),
+            None => DeviceKind::of_device(&rec.device),
+        };
+        params.admits(&rec.device, kind)
     }
 }
 

@@ -7,9 +7,7 @@
 //! administrators see them).
 
 use super::resource::{Change, Reach, Resource, Upsert};
-use super::{
-    json_body, list_params, no_params, ok, paginate, valid_id, AppState, Ctx, ListOptions,
-};
+use super::{json_body, list_params, no_params, ok, page_of, valid_id, AppState, Ctx, ListOptions};
 use crate::central::models::{
     ApiToken, DeviceGroup, Organization, Role, RoleAssignment, User, UserKind,
 };
@@ -182,10 +180,10 @@ pub(super) async fn list_roles(
     Extension(p): Extension<Principal>,
     Extension(ctx): Extension<Ctx>,
 ) -> ApiResult<Response> {
-    let params = list_params(&ctx, ListOptions::NONE)?;
+    let params = list_params(&st, &ctx, ListOptions::NONE)?;
     p.require_area(Area::Roles, Access::Read)?;
     let items: Vec<Role> = BUILT_IN_ROLES.iter().map(|(i, n)| role(i, n)).collect();
-    Ok(ok(paginate(&st, &ctx, &params, items)))
+    Ok(ok(page_of(&st, &ctx, &params, items)))
 }
 
 pub(super) async fn get_role(

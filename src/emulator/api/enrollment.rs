@@ -17,6 +17,7 @@ use crate::emulator::auth::{Access, Area, Principal};
 use crate::emulator::certs;
 use crate::emulator::error::{ApiError, ApiResult};
 use crate::emulator::records::{CertRecord, GroupAttestationRecord, GroupRecord};
+use crate::emulator::stats;
 use crate::emulator::store::{self, kind};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -340,6 +341,11 @@ pub(super) async fn generate_code(
         let code: String = b.iter().map(|x| format!("{x:02X}")).collect();
         cert.verification_code = Some(code.clone());
         store::put(c, kind::ENROLLMENT_GROUP, &id, &g)?;
+        stats::bump(
+            c,
+            stats::counter::VERIFICATION_CODES,
+            &format!("{id}/{name}"),
+        )?;
         Ok(code)
     })?;
     Ok(ok(X509VerificationCode {
@@ -386,7 +392,8 @@ pub(super) async fn verify(
         cert.verification_code = None;
         cert.etag = new_etag();
         g.etag = new_etag();
-        store::put(c, kind::ENROLLMENT_GROUP, &id, &g)
+        store::put(c, kind::ENROLLMENT_GROUP, &id, &g)?;
+        stats::bump(c, stats::counter::VERIFICATIONS, &format!("{id}/{name}"))
     })?;
     Ok(no_content())
 }

@@ -14,7 +14,11 @@ mod devices;
 mod directory;
 mod enrollment;
 mod groups;
+mod paging;
 mod resource;
+
+pub(crate) use paging::{list_params, page_of, ListOptions, ListParams, PageBuilder};
+pub use paging::{GA_PAGE_SIZE, MAX_PAGE_SIZE, PREVIEW_PAGE_SIZE};
 
 use super::app::AppFacts;
 use super::auth::{self, Principal};
@@ -22,7 +26,7 @@ use super::error::{rfc1123, ApiError, ApiResult};
 use super::settings::{Fault, SettingsHandle};
 use super::store::Store;
 use super::tls::DropConnection;
-use crate::central::models::{ErrorResponse, Page, API_VERSION, API_VERSION_PREVIEW};
+use crate::central::models::{ErrorResponse, API_VERSION, API_VERSION_PREVIEW};
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -67,10 +71,54 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// The api-version of the IoT Central API: each behaves as its own spec says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiVersion {
+    /// `2022-06-30-preview`: the GA shapes, with OData `$filter`, `$orderby`, `$top` on
+    /// some lists (what the Azure CLI's IoT extension sends).
+    Preview0630,
+    /// `2022-07-31` (GA).
+    Ga,
+    /// `2022-10-31-preview`: `filter`, `orderby`, `maxpagesize`, device `type`, group
+    /// `idScope`.
+    Preview1031,
+}
+
+/// `2022-06-30-preview`.
+pub const API_VERSION_PREVIEW_0630: &str = "2022-06-30-preview";
+
+impl ApiVersion {
+    /// Every version the emulator serves, oldest first.
+    pub const ALL: [ApiVersion; 3] = [
+        ApiVersion::Preview0630,
+        ApiVersion::Ga,
+        ApiVersion::Preview1031,
+    ];
+
+    /// Its `api-version` text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiVersion::Preview0630 => API_VERSION_PREVIEW_0630,
+            ApiVersion::Ga => API_VERSION,
+            ApiVersion::Preview1031 => API_VERSION_PREVIEW,
+        }
+    }
+
+    fn parse(s: &str) -> Option<ApiVersion> {
+        ApiVersion::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    fn supported() -> String {
+        ApiVersion::ALL.map(ApiVersion::as_str).join(", ")
+    }
+}
+
 /// Per-request facts the middleware found: the api-version and the query string pairs.
 #[derive(Debug, Clone)]
 pub struct Ctx {
-    /// Whether the request uses the preview api-version.
+    /// The request's api-version.
+    pub version: ApiVersion,
+    /// Whether it is 2022-10-31-preview (the version with device `type` and group `idScope`).
     pub preview: bool,
     /// The decoded query parameters.
     pub query: Vec<(String, String)>,
@@ -132,6 +180,7 @@ pub fn router(state: AppState) -> Router {
             post(enrollment::verify),
         )
         .route("/emulator/settings", get(get_settings).put(put_settings))
+        .route("/emulator/stats", get(super::stats::get_stats))
         .merge(super::entra::routes())
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(
@@ -226,7 +275,9 @@ async fn admit(st: &AppState, req: &mut Request, api: bool) -> Result<(), Admiss
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        match st.settings.draw_fault() {
+        let fault = st.settings.draw_fault();
+        super::stats::fault(&st.store, "api", fault);
+        match fault {
             Fault::None => {}
             Fault::Drop => return Err(Admission::Drop),
             Fault::ServerError => {
@@ -245,6 +296,7 @@ async fn admit(st: &AppState, req: &mut Request, api: bool) -> Result<(), Admiss
             }
         }
         if let Err(wait) = st.settings.take_token() {
+            super::stats::record(&st.store, super::stats::counter::RATE_LIMITED, "api");
             return Err(ApiError::throttled(
                 wait,
                 "the application's request rate limit was exceeded; retry after the Retry-After delay",
@@ -261,7 +313,7 @@ async fn admit(st: &AppState, req: &mut Request, api: bool) -> Result<(), Admiss
                 .collect()
         })
         .unwrap_or_default();
-    let preview = if api {
+    let version = if api {
         let versions: Vec<&str> = query
             .iter()
             .filter(|(k, _)| k == "api-version")
@@ -271,19 +323,22 @@ async fn admit(st: &AppState, req: &mut Request, api: bool) -> Result<(), Admiss
             [] => {
                 return Err(ApiError::bad_request(
                     "MissingApiVersionParameter",
-                    format!("the api-version query parameter is required (supported: {API_VERSION}, {API_VERSION_PREVIEW})"),
+                    format!(
+                        "the api-version query parameter is required (supported: {})",
+                        ApiVersion::supported()
+                    ),
                 )
                 .into())
             }
-            [v] if *v == API_VERSION => false,
-            [v] if *v == API_VERSION_PREVIEW => true,
-            [v] => {
-                return Err(ApiError::bad_request(
+            [v] => ApiVersion::parse(v).ok_or_else(|| {
+                ApiError::bad_request(
                     "InvalidApiVersionParameter",
-                    format!("api-version {v:?} is not supported (supported: {API_VERSION}, {API_VERSION_PREVIEW})"),
+                    format!(
+                        "api-version {v:?} is not supported (supported: {})",
+                        ApiVersion::supported()
+                    ),
                 )
-                .into())
-            }
+            })?,
             _ => {
                 return Err(ApiError::bad_request(
                     "InvalidApiVersionParameter",
@@ -293,7 +348,7 @@ async fn admit(st: &AppState, req: &mut Request, api: bool) -> Result<(), Admiss
             }
         }
     } else {
-        false
+        ApiVersion::Ga
     };
     let header =
         match req.headers().get(http::header::AUTHORIZATION) {
@@ -307,7 +362,8 @@ async fn admit(st: &AppState, req: &mut Request, api: bool) -> Result<(), Admiss
         .store
         .read(|c| auth::authenticate(c, &app_id, &st.entra, header))?;
     let ctx = Ctx {
-        preview,
+        version,
+        preview: version == ApiVersion::Preview1031,
         query,
         path: req.uri().path().to_owned(),
     };
@@ -383,22 +439,17 @@ async fn put_settings(
     Ok(Json(s))
 }
 
-fn require_admin(p: &Principal) -> ApiResult<()> {
-    require_app_admin(p, "emulator settings")
-}
-
-/// 403 unless the caller holds an application-wide Administrator role; `what` names what
-/// needs it.
-pub(crate) fn require_app_admin(p: &Principal, what: &str) -> ApiResult<()> {
+/// Refuses a caller without an application-wide Administrator role (the `/emulator/` calls).
+pub(crate) fn require_admin(p: &Principal) -> ApiResult<()> {
     if p.grants
         .iter()
         .any(|g| g.role == crate::central::models::roles::ADMINISTRATOR && g.reach.is_none())
     {
         Ok(())
     } else {
-        Err(ApiError::forbidden(format!(
-            "{what} need an application-wide Administrator token"
-        )))
+        Err(ApiError::forbidden(
+            "the emulator's own calls (/emulator/...) need an application-wide Administrator token",
+        ))
     }
 }
 
@@ -494,151 +545,6 @@ pub(crate) fn if_match(headers: &http::HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Page size of lists on api-version 2022-07-31 (the spec declares no paging parameter).
-pub const GA_PAGE_SIZE: usize = 100;
-/// Default `maxpagesize` of the preview.
-pub const PREVIEW_PAGE_SIZE: usize = 25;
-
-/// Which list options a list operation takes on the preview.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct ListOptions {
-    pub filter: bool,
-    pub orderby: bool,
-    pub maxpagesize: bool,
-}
-
-impl ListOptions {
-    /// No list option (the GA lists, and preview lists that take none).
-    pub const NONE: ListOptions = ListOptions {
-        filter: false,
-        orderby: false,
-        maxpagesize: false,
-    };
-    /// Only `maxpagesize`.
-    pub const PAGE_SIZE: ListOptions = ListOptions {
-        filter: false,
-        orderby: false,
-        maxpagesize: true,
-    };
-    /// `filter`, `orderby` and `maxpagesize`.
-    pub const ALL: ListOptions = ListOptions {
-        filter: true,
-        orderby: true,
-        maxpagesize: true,
-    };
-}
-
-/// The parsed list options of a request.
-#[derive(Debug, Clone)]
-pub(crate) struct ListParams {
-    pub filter: Option<super::query::Expr>,
-    pub desc: Option<bool>,
-    pub page_size: usize,
-    pub skip: usize,
-}
-
-/// Reads `filter`, `orderby`, `maxpagesize` and `$skiptoken`; an option the operation (or
-/// the api-version) does not take is a 400, never silently ignored.
-pub(crate) fn list_params(ctx: &Ctx, opts: ListOptions) -> ApiResult<ListParams> {
-    let mut out = ListParams {
-        filter: None,
-        desc: None,
-        page_size: if ctx.preview {
-            PREVIEW_PAGE_SIZE
-        } else {
-            GA_PAGE_SIZE
-        },
-        skip: 0,
-    };
-    for (k, v) in &ctx.query {
-        match k.as_str() {
-            "api-version" => {}
-            "$skiptoken" => {
-                out.skip = decode_skiptoken(v).ok_or_else(|| {
-                    ApiError::bad_request("InvalidSkipToken", "the $skiptoken is not valid")
-                })?
-            }
-            "filter" | "orderby" | "maxpagesize" if !ctx.preview => {
-                return Err(ApiError::bad_request(
-                    "InvalidQueryParameter",
-                    format!("{k} needs api-version {API_VERSION_PREVIEW}"),
-                ))
-            }
-            "filter" if opts.filter => {
-                out.filter = Some(super::query::parse_filter(v).map_err(|m| {
-                    ApiError::bad_request("InvalidFilter", format!("invalid filter: {m}"))
-                })?)
-            }
-            "orderby" if opts.orderby => {
-                out.desc = Some(super::query::parse_orderby(v).map_err(|m| {
-                    ApiError::bad_request("InvalidOrderBy", m)
-                })?)
-            }
-            "maxpagesize" if opts.maxpagesize => {
-                let n: usize = v.parse().map_err(|_| {
-                    ApiError::bad_request(
-                        "InvalidMaxPageSize",
-                        format!("maxpagesize must be an integer from 1 to 100, got {v:?}"),
-                    )
-                })?;
-                if !(1..=100).contains(&n) {
-                    return Err(ApiError::bad_request(
-                        "InvalidMaxPageSize",
-                        format!("maxpagesize must be from 1 to 100, got {n}"),
-                    ));
-                }
-                out.page_size = n;
-            }
-            "$top" | "$filter" | "$orderby" => {
-                return Err(ApiError::bad_request(
-                    "InvalidQueryParameter",
-                    format!("{k} is not supported; api-version {API_VERSION_PREVIEW} takes filter, orderby and maxpagesize"),
-                ))
-            }
-            other => {
-                return Err(ApiError::bad_request(
-                    "InvalidQueryParameter",
-                    format!("query parameter {other:?} is not supported by this operation"),
-                ))
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn decode_skiptoken(s: &str) -> Option<usize> {
-    use base64::Engine;
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(s)
-        .ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    text.strip_prefix("offset:")?.parse().ok()
-}
-
-fn encode_skiptoken(offset: usize) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("offset:{offset}"))
-}
-
-/// Cuts one page out of `items` and builds its `nextLink` (the same query plus
-/// `$skiptoken`).
-pub(crate) fn paginate<T>(st: &AppState, ctx: &Ctx, p: &ListParams, items: Vec<T>) -> Page<T> {
-    let total = items.len();
-    let value: Vec<T> = items.into_iter().skip(p.skip).take(p.page_size).collect();
-    let next = p.skip + value.len();
-    let next_link = (next < total && !value.is_empty()).then(|| {
-        let mut ser = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in &ctx.query {
-            if k != "$skiptoken" {
-                ser.append_pair(k, v);
-            }
-        }
-        ser.append_pair("$skiptoken", &encode_skiptoken(next));
-        format!("{}{}?{}", st.api_url, ctx.path, ser.finish())
-    });
-    Page { value, next_link }
-}
-
 /// 200 with a JSON body.
 pub(crate) fn ok<T: Serialize>(v: T) -> Response {
     (StatusCode::OK, Json(v)).into_response()
@@ -679,13 +585,6 @@ mod tests {
             &serde_json::json!({"a": "z", "c": {"f": null}, "n": [1]}),
         );
         assert_eq!(t, serde_json::json!({"a": "z", "c": {"d": "e"}, "n": [1]}));
-    }
-
-    #[test]
-    fn skiptoken_round_trips_and_rejects_garbage() {
-        assert_eq!(decode_skiptoken(&encode_skiptoken(75)), Some(75));
-        assert_eq!(decode_skiptoken("!!"), None);
-        assert_eq!(decode_skiptoken("b2Zmc2V0Ong"), None);
     }
 
     #[test]

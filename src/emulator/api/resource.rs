@@ -9,9 +9,10 @@
 //! own rules, mounted by [`crud`] or [`read_delete`]. Adding a resource is a type and a line
 //! in the router, not another copy of five handlers.
 
+use super::devices::TemplateKinds;
 use super::{
-    apply_patch, check_etag, if_match, json_body, list_params, no_content, no_params, ok, paginate,
-    patch_body, AppState, Ctx, ListOptions, ListParams,
+    apply_patch, check_etag, if_match, json_body, list_params, no_content, no_params, ok,
+    patch_body, ApiVersion, AppState, Ctx, ListOptions, ListParams, PageBuilder,
 };
 use crate::emulator::auth::{Access, Area, Principal};
 use crate::emulator::error::ApiResult;
@@ -50,8 +51,10 @@ pub(super) trait Resource: Send + Sync + 'static {
     const AREA: Area;
     /// Whether organizations scope it.
     const REACH: Reach;
-    /// The list options it takes on the preview api-version.
+    /// The list options it takes on 2022-10-31-preview.
     const LIST: ListOptions = ListOptions::NONE;
+    /// The list options it takes on 2022-06-30-preview (OData names).
+    const LIST_ODATA: ListOptions = ListOptions::NONE;
 
     /// What the store keeps.
     type Record: Serialize + DeserializeOwned + Send + 'static;
@@ -77,13 +80,16 @@ pub(super) trait Resource: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Whether a record passes the list's `filter` (only resources that take one override it).
-    fn list_filter(_params: &ListParams, _rec: &Self::Record) -> bool {
-        true
+    /// What the filter of a list needs from the store besides the records (read once per
+    /// page; nothing by default).
+    fn list_env(_c: &Connection, _params: &ListParams) -> ApiResult<ListEnv> {
+        Ok(ListEnv::default())
     }
 
-    /// Orders a list page by `orderby` (only resources that take one override it).
-    fn list_order(_items: &mut [Self::Wire], _desc: bool) {}
+    /// Whether a record passes the list's filter (only resources that take one override it).
+    fn list_filter(_env: &ListEnv, _params: &ListParams, _rec: &Self::Record) -> bool {
+        true
+    }
 
     /// Authorization checked before a change is parsed (none by default: the transaction
     /// checks it).
@@ -94,6 +100,22 @@ pub(super) trait Resource: Send + Sync + 'static {
     /// What stops a delete (a resource still in use), checked in the delete transaction.
     fn check_delete(_c: &Connection, _id: &str, _rec: &Self::Record) -> ApiResult<()> {
         Ok(())
+    }
+}
+
+/// What a list filter reads besides the record (see [`Resource::list_env`]).
+#[derive(Debug, Default)]
+pub(super) struct ListEnv {
+    /// The device kind each device template makes (for the filter field `type`).
+    pub kinds: Option<TemplateKinds>,
+}
+
+/// The list options a resource takes on an api-version.
+pub(super) fn list_options<R: Resource>(v: ApiVersion) -> ListOptions {
+    match v {
+        ApiVersion::Ga => ListOptions::NONE,
+        ApiVersion::Preview0630 => R::LIST_ODATA,
+        ApiVersion::Preview1031 => R::LIST,
     }
 }
 
@@ -198,19 +220,29 @@ async fn list_items<R: Resource>(
     Extension(ctx): Extension<Ctx>,
 ) -> ApiResult<Response> {
     R::list_check(&ctx)?;
-    let params = list_params(&ctx, R::LIST)?;
+    let params = list_params(&st, &ctx, list_options::<R>(ctx.version))?;
     require_area::<R>(&p, Access::Read)?;
-    let all: Vec<R::Record> = st.store.read(|c| store::list(c, R::KIND))?;
-    let mut items: Vec<R::Wire> = all
-        .iter()
-        .filter(|r| R::REACH == Reach::Application || p.reaches(R::AREA, Access::Read, &R::orgs(r)))
-        .filter(|r| R::list_filter(&params, r))
-        .map(|r| R::to_wire(&st, &ctx, r))
-        .collect();
-    if let Some(desc) = params.desc {
-        R::list_order(&mut items, desc);
-    }
-    Ok(ok(paginate(&st, &ctx, &params, items)))
+    let page = st.store.read(|c| {
+        let env = R::list_env(c, &params)?;
+        let mut page = PageBuilder::new(&params);
+        store::scan(
+            c,
+            R::KIND,
+            params.order,
+            params.after.as_ref(),
+            |at, body| {
+                let rec: R::Record = serde_json::from_str(body)?;
+                let visible = R::REACH == Reach::Application
+                    || p.reaches(R::AREA, Access::Read, &R::orgs(&rec));
+                if !visible || !R::list_filter(&env, &params, &rec) {
+                    return Ok(true);
+                }
+                Ok(page.push(at, R::to_wire(&st, &ctx, &rec)))
+            },
+        )?;
+        Ok(page)
+    })?;
+    Ok(ok(page.finish(&st, &ctx)))
 }
 
 async fn get_item<R: Resource>(

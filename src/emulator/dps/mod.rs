@@ -177,12 +177,14 @@ impl IntoResponse for DpsError {
 type DpsResult<T> = Result<T, DpsError>;
 
 /// Fault injection and latency, as on the API listener.
-async fn faults(settings: &SettingsHandle) -> Option<Response> {
-    let latency = settings.latency();
+async fn faults(ctx: &DpsContext) -> Option<Response> {
+    let latency = ctx.settings.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    match settings.draw_fault() {
+    let fault = ctx.settings.draw_fault();
+    super::stats::fault(&ctx.store, "dps", fault);
+    match fault {
         Fault::None => None,
         Fault::ServerError => Some(
             DpsError {
@@ -323,7 +325,7 @@ async fn register(
     peer: Option<axum::Extension<PeerCertificates>>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = faults(&dps.ctx.settings).await {
+    if let Some(r) = faults(&dps.ctx).await {
         return r;
     }
     let peer = peer.map(|p| p.0).unwrap_or_default();
@@ -408,7 +410,7 @@ async fn operation(
     headers: HeaderMap,
     peer: Option<axum::Extension<PeerCertificates>>,
 ) -> Response {
-    if let Some(r) = faults(&dps.ctx.settings).await {
+    if let Some(r) = faults(&dps.ctx).await {
         return r;
     }
     let peer = peer.map(|p| p.0).unwrap_or_default();
@@ -483,7 +485,7 @@ async fn status_lookup(
     peer: Option<axum::Extension<PeerCertificates>>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = faults(&dps.ctx.settings).await {
+    if let Some(r) = faults(&dps.ctx).await {
         return r;
     }
     let peer = peer.map(|p| p.0).unwrap_or_default();

@@ -9,6 +9,7 @@
 //! however many devices register.
 
 use super::super::error::ApiResult;
+use super::super::stats;
 use super::super::store::{self, Store};
 use super::attest::{rfc3339, Method};
 use crate::central::models::Device;
@@ -193,6 +194,7 @@ pub fn record_assignment(
         ),
     };
     store.write(|c| {
+        stats::bump(c, stats::counter::DPS_REGISTRATIONS, registration_id)?;
         let previous: Option<RegistrationRecord> = store::get(c, KIND, registration_id)?;
         let created = previous
             .and_then(|p| p.state.created_date_time_utc)

@@ -72,10 +72,6 @@ struct PutBody {
     token_lifetime_seconds: Option<u32>,
 }
 
-fn require_admin(p: &Principal) -> ApiResult<()> {
-    crate::emulator::api::require_app_admin(p, "Entra app registrations")
-}
-
 fn valid_name(name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -130,7 +126,7 @@ pub(crate) async fn put_app(
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    require_admin(&p)?;
+    crate::emulator::api::require_admin(&p)?;
     valid_name(&name)?;
     let body: PutBody = if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::invalid_body(
@@ -213,7 +209,7 @@ pub(crate) async fn get_app(
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    require_admin(&p)?;
+    crate::emulator::api::require_admin(&p)?;
     let record: AppRecord = st
         .store
         .read(|c| store::get(c, KIND, &name))?

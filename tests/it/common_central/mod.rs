@@ -115,6 +115,12 @@ impl Emu {
         assert!(status.is_success(), "settings refused: {status} {body}");
     }
 
+    /// What the emulator counted (the snapshot `GET /emulator/stats` gives): injected
+    /// faults, rate-limit refusals, verification codes and proofs of possession.
+    pub fn stats(&self) -> iotc::emulator::stats::Stats {
+        self.emu.as_ref().expect("running").stats().expect("stats")
+    }
+
     /// The `iotc` binary, pointed at this emulator through the environment.
     pub fn iotc(&self) -> assert_cmd::Command {
         let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_iotc"));

@@ -4,7 +4,8 @@
 //! non-idempotent call is the other one: the service did the work and the answer got lost. This
 //! proxy forwards a request, lets the emulator do the work, and then — when told to — closes the
 //! connection instead of answering. It logs every request it forwarded, so a test can count how
-//! many times the emulator really received a call.
+//! many times the emulator really received a call, and the `Authorization` headers it carried
+//! (the SAS tokens a DPS client sends, in front of the emulator's DPS).
 
 use super::Emu;
 use axum::body::{Body, Bytes};
@@ -46,8 +47,15 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
-    /// Starts a proxy in front of `emu`, on its runtime.
+    /// Starts a proxy in front of `emu`'s IoT Central API, on its runtime.
     pub fn start(emu: &Emu) -> Proxy {
+        emu.rt
+            .block_on(Proxy::spawn(emu.api_url.trim_end_matches('/'), &emu.ca_pem))
+    }
+
+    /// Starts a proxy in front of `upstream` (a base URL whose TLS certificate `upstream_ca`
+    /// signed), on the current runtime.
+    pub async fn spawn(upstream: &str, upstream_ca: &[u8]) -> Proxy {
         let ca = iotc::cert::Authority::new_root(&Default::default()).unwrap();
         let server = ca
             .issue_server(
@@ -70,22 +78,19 @@ impl Proxy {
         .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let http = reqwest::Client::builder()
-            .tls_certs_merge([reqwest::Certificate::from_pem(&emu.ca_pem).unwrap()])
+            .tls_certs_merge([reqwest::Certificate::from_pem(upstream_ca).unwrap()])
             .build()
             .unwrap();
         let inner = Arc::new(Mutex::new(Inner::default()));
         let state = ProxyState {
-            upstream: emu.api_url.trim_end_matches('/').to_owned(),
+            upstream: upstream.to_owned(),
             http,
             inner: inner.clone(),
         };
         let app = axum::Router::new().fallback(forward).with_state(state);
-        let listener = emu
-            .rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let task = emu.rt.spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;

@@ -101,6 +101,13 @@ impl Emu {
             .expect("valid settings");
     }
 
+    /// What the emulator counted (the snapshot `GET /emulator/stats` gives): DPS
+    /// registrations per device, verification codes and proofs of possession per group
+    /// certificate, injected faults.
+    pub fn stats(&self) -> iotc::emulator::stats::Stats {
+        self.emulator.as_ref().unwrap().stats().expect("stats")
+    }
+
     /// Every device the application has, by id.
     pub fn devices(&self) -> Vec<iotc::central::models::Device> {
         let c = self.client();
