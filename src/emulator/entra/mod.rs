@@ -187,20 +187,10 @@ fn signing_key(dir: &Path) -> Result<(PrivateKey, Vec<u8>), EmulatorError> {
     let key_path = dir.join(SIGNING_KEY_FILE);
     let cert_path = dir.join(SIGNING_CERT_FILE);
     if key_path.exists() && cert_path.exists() {
-        // A key left readable by others (a copied data folder, an old umask) is narrowed.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| EmulatorError::Io(format!("chmod {}", key_path.display()), e))?;
-        }
-        let read = |p: &Path| {
-            std::fs::read_to_string(p)
-                .map_err(|e| EmulatorError::Io(format!("read {}", p.display()), e))
-        };
-        let (key, _) = PrivateKey::from_pem(&read(&key_path)?, None)
-            .map_err(|e| tls_err(SIGNING_KEY_FILE, e))?;
-        let certs = crate::cert::parse_pem_certs(read(&cert_path)?.as_bytes())
+        let (cert_pem, key_pem) = super::tls::read_kept_pair(&cert_path, &key_path)?;
+        let (key, _) =
+            PrivateKey::from_pem(&key_pem, None).map_err(|e| tls_err(SIGNING_KEY_FILE, e))?;
+        let certs = crate::cert::parse_pem_certs(cert_pem.as_bytes())
             .map_err(|e| tls_err(SIGNING_CERT_FILE, e))?;
         let cert = certs
             .into_iter()
