@@ -1,13 +1,16 @@
 //! Security matrix, part 2: secrets stay out of every output and log of the real binary,
 //! even with `RUST_LOG=trace`, and every file holding one is 0600.
 //!
-//! Two real runs, each with `RUST_LOG=trace` and stdout + stderr collected:
+//! Three real runs, each with `RUST_LOG=trace` and stdout + stderr collected:
 //! - `iotc demo` (embedded emulator, X.509 group through an intermediate CA, proof of
 //!   possession, a 3-device batch): searched for every private key it wrote (the EC scalar,
 //!   in hex and base64 at each alignment) and for the emulator's admin token signature.
 //! - `iotc emulator` (its own process, logging at trace) plus `iotc onboard symmetric-key`
 //!   for 3 devices through DPS: searched for the group's primary and secondary keys, every
 //!   derived device key, the admin token and any SAS signature (`sig=`).
+//! - `iotc emulator` plus `iotc --auth service-principal` signing in at its Entra authority
+//!   with a client secret, then with a certificate: searched for the secret, the
+//!   certificate's RSA private exponent and any JWT (access token, client assertion).
 //!
 //! The emulator's one-line ready record on stdout carries the admin token by design (it is
 //! how a script gets it); that line is the only place allowed to hold it.
@@ -357,4 +360,120 @@ fn symmetric_key_onboarding_at_trace_level_prints_no_group_key_device_key_sas_or
         holding >= 3,
         "each device key is in a bundle file: {files:?}"
     );
+}
+
+/// Whether `text` holds a JWT (`eyJ…` header, a dot, an `eyJ…` payload): any access token or
+/// client assertion would, whatever its claims.
+fn has_jwt(text: &str) -> bool {
+    let b64url = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    text.match_indices("eyJ").any(|(i, _)| {
+        let rest = &text[i..];
+        let header = rest.find(|c: char| !b64url(c)).unwrap_or(rest.len());
+        header >= 10 && rest[header..].starts_with(".eyJ")
+    })
+}
+
+/// Microsoft Entra sign-in at trace level: a service principal signs in with its client
+/// secret, then with its certificate, against an emulator in its own process (logging at
+/// trace). Neither the client's output nor the emulator's log holds the client secret, the
+/// certificate's private key, or any JWT (the access tokens, the client assertion).
+#[test]
+fn entra_sign_in_at_trace_level_prints_no_client_secret_key_or_token() {
+    use crate::common_entra as entra;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_emulator(&dir.path().join("emu"));
+    let url = emu.ready["apiUrl"].as_str().unwrap().to_owned();
+    let admin = emu.ready["adminToken"].as_str().unwrap().to_owned();
+    let ca = emu.ready["caCert"].as_str().unwrap().to_owned();
+    let authority = emu.ready["authorityHost"].as_str().unwrap().to_owned();
+    let http = entra::http(&std::fs::read(&ca).unwrap());
+    let (cert_der, pem, _) = entra::sp_certificate();
+    let sp_pem = dir.path().join("sp.pem");
+    std::fs::write(&sp_pem, &pem).unwrap();
+    std::fs::set_permissions(&sp_pem, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let app = rt.block_on(async {
+        let body = serde_json::json!({
+            "certificate": base64::engine::general_purpose::STANDARD.encode(&cert_der)
+        });
+        let app = entra::register(&http, &url, &admin, "trace-pipeline", body).await;
+        let roles = serde_json::json!([{"role": iotc::central::models::roles::OPERATOR}]);
+        let user = entra::user("servicePrincipal", &app.tenant_id, &app.object_id, roles);
+        entra::add_user(&http, &url, &admin, "trace-pipeline", user).await;
+        app
+    });
+
+    let mut client_text = String::new();
+    for (what, var, value) in [
+        ("secret", "AZURE_CLIENT_SECRET", app.client_secret.as_str()),
+        (
+            "certificate",
+            "AZURE_CLIENT_CERTIFICATE_PATH",
+            sp_pem.to_str().unwrap(),
+        ),
+    ] {
+        let mut cmd = iotc();
+        for v in [
+            "AZURE_CLIENT_SECRET",
+            "AZURE_CLIENT_CERTIFICATE_PATH",
+            "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "IOTC_AUTH",
+            "IOTC_BEARER_TOKEN",
+        ] {
+            cmd.env_remove(v);
+        }
+        let run = cmd
+            .env("AZURE_TENANT_ID", &app.tenant_id)
+            .env("AZURE_CLIENT_ID", &app.client_id)
+            .env("AZURE_AUTHORITY_HOST", &authority)
+            .env(var, value)
+            .args([
+                "--app",
+                &url,
+                "--ca-file",
+                &ca,
+                "--auth",
+                "service-principal",
+            ])
+            .args(["device", "list"])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(
+            run.status.success(),
+            "sign-in with the {what} failed:\n{}",
+            &text[text.len().saturating_sub(3000)..]
+        );
+        client_text.push_str(&text);
+    }
+
+    let mut child = emu.child;
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    let emu_text = emu.stderr.join().unwrap();
+    let key = private_scalar(&sp_pem);
+    for (who, text) in [("client", &client_text), ("emulator", &emu_text)] {
+        assert!(
+            text.contains("TRACE"),
+            "{who}: RUST_LOG=trace produced no trace lines"
+        );
+        assert_absent(
+            text,
+            "the client secret",
+            std::slice::from_ref(&app.client_secret),
+        );
+        assert_absent(text, "the certificate's private key", &forms(&key));
+        assert!(
+            !has_jwt(text),
+            "{who}: a JWT (token or assertion) in the output"
+        );
+    }
 }
