@@ -420,6 +420,76 @@ fn a_thousand_calls_make_exactly_one_token_request() {
     assert_eq!(v["tokensIssued"], 1, "{v}");
 }
 
+#[test]
+fn calls_that_race_a_refresh_share_it_and_none_fails() {
+    let s = setup();
+    // A four-second token is refreshed a quarter of its life (one second) ahead of expiry:
+    // three seconds after the first fetch, with sixteen calls in flight.
+    let app = s.register("racing", json!({"tokenLifetimeSeconds": 4}));
+    s.add_sp(
+        "racing-sp",
+        &app,
+        json!([{"role": iotc::central::models::roles::OPERATOR}]),
+    );
+    let settings = iotc::central::EntraSettings {
+        tenant_id: Some(app.tenant_id.clone()),
+        client_id: Some(app.client_id.clone()),
+        client_secret: Some(iotc::secret::Secret::new(app.client_secret.clone())),
+        authority_host: Some(s.authority.clone()),
+        extra_ca_pem: Some(s.emu.ca_pem.clone()),
+        ..Default::default()
+    };
+    let credential = settings
+        .credential(iotc::central::AuthMethod::ServicePrincipal)
+        .unwrap();
+    let client =
+        iotc::central::Client::new(&s.emu.api_url, credential, Some(s.emu.options())).unwrap();
+    // 4.5 s of calls: the first token (t ≈ 0) and its refresh (t ≈ 3 s) fall in it, the
+    // second refresh (t ≈ 6 s) does not.
+    let start = std::time::Instant::now();
+    let until = start + std::time::Duration::from_millis(4500);
+    let after_refresh = start + std::time::Duration::from_millis(3500);
+    let (calls, late, failures) = s.emu.block_on(async {
+        let workers = (0..16).map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move {
+                let (mut calls, mut late, mut failures) = (0u32, 0u32, Vec::new());
+                loop {
+                    let now = std::time::Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    calls += 1;
+                    late += u32::from(now >= after_refresh);
+                    match c.list_roles().next_page().await {
+                        Some(Ok(_)) => {}
+                        other => failures.push(format!("{other:?}")),
+                    }
+                }
+                (calls, late, failures)
+            })
+        });
+        let mut total = (0u32, 0u32, Vec::new());
+        for w in futures::future::join_all(workers).await {
+            let (calls, late, failures) = w.unwrap();
+            total.0 += calls;
+            total.1 += late;
+            total.2.extend(failures);
+        }
+        total
+    });
+    assert!(failures.is_empty(), "calls failed: {failures:?}");
+    let v = s.view("racing");
+    assert_eq!(
+        v["tokenRequests"], 2,
+        "one fetch and one shared refresh for {calls} calls: {v}"
+    );
+    assert!(
+        late > 0,
+        "calls ran after the refresh too: {late} of {calls}"
+    );
+}
+
 /// Hands out the tokens of a list, one per fetch, each claiming an hour of life.
 struct Scripted {
     tokens: std::sync::Mutex<Vec<String>>,
