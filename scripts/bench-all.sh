@@ -10,6 +10,8 @@
 #   - DPS X.509 registrations (sequential and concurrent; root- and intermediate-signed);
 #   - factory batches (`iotc provision`, sequential next to concurrent; the 20 req/s limit;
 #     peak memory at 1,000 / 10,000 / 100,000 devices).
+#   - Entra sign-in: IoT Central calls with a bearer token next to an API token (10 and 1,000
+#     users in the directory), and the token requests they made.
 #
 # Usage: scripts/bench-all.sh [OUTPUT_FOLDER]   (default target/bench-all)
 # The raw output goes to OUTPUT_FOLDER/bench-all.log; docs/benchmarks.md quotes it.
@@ -70,6 +72,9 @@ target/release/iotc cert root --name hsm-root --key-store 'pkcs11:token=bench;ob
         cargo bench --quiet --bench dps_register
     echo "## workflow_batch"
     WF_BENCH_N=5000 WF_BENCH_CONCURRENCY=1,64 cargo bench --quiet --bench workflow_batch
+    echo "## entra_bearer"
+    ENTRA_BENCH_N=4000 ENTRA_BENCH_CONCURRENCY=1,16 ENTRA_BENCH_USERS=10,1000 \
+        cargo bench --quiet --bench entra_bearer
     echo "# load average after: $(cat /proc/loadavg)"
 } 2>&1 | tee "$log"
 
