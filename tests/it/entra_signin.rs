@@ -87,6 +87,22 @@ impl Setup {
         (app, v["access_token"].as_str().unwrap().to_owned())
     }
 
+    /// The library's client signed in as `app`'s service principal with its client secret.
+    fn entra_client(&self, app: &App) -> iotc::central::Client {
+        let settings = iotc::central::EntraSettings {
+            tenant_id: Some(app.tenant_id.clone()),
+            client_id: Some(app.client_id.clone()),
+            client_secret: Some(iotc::secret::Secret::new(app.client_secret.clone())),
+            authority_host: Some(self.authority.clone()),
+            extra_ca_pem: Some(self.emu.ca_pem.clone()),
+            ..Default::default()
+        };
+        let credential = settings
+            .credential(iotc::central::AuthMethod::ServicePrincipal)
+            .unwrap();
+        iotc::central::Client::new(&self.emu.api_url, credential, Some(self.emu.options())).unwrap()
+    }
+
     fn view(&self, name: &str) -> Value {
         self.emu.block_on(entra::app_view(
             &self.http,
@@ -389,19 +405,7 @@ fn a_thousand_calls_make_exactly_one_token_request() {
         &app,
         json!([{"role": iotc::central::models::roles::OPERATOR}]),
     );
-    let settings = iotc::central::EntraSettings {
-        tenant_id: Some(app.tenant_id.clone()),
-        client_id: Some(app.client_id.clone()),
-        client_secret: Some(iotc::secret::Secret::new(app.client_secret.clone())),
-        authority_host: Some(s.authority.clone()),
-        extra_ca_pem: Some(s.emu.ca_pem.clone()),
-        ..Default::default()
-    };
-    let credential = settings
-        .credential(iotc::central::AuthMethod::ServicePrincipal)
-        .unwrap();
-    let client =
-        iotc::central::Client::new(&s.emu.api_url, credential, Some(s.emu.options())).unwrap();
+    let client = s.entra_client(&app);
     use futures::StreamExt;
     let results: Vec<_> = s.emu.block_on(
         futures::stream::iter(0..1000)
@@ -431,19 +435,7 @@ fn calls_that_race_a_refresh_share_it_and_none_fails() {
         &app,
         json!([{"role": iotc::central::models::roles::OPERATOR}]),
     );
-    let settings = iotc::central::EntraSettings {
-        tenant_id: Some(app.tenant_id.clone()),
-        client_id: Some(app.client_id.clone()),
-        client_secret: Some(iotc::secret::Secret::new(app.client_secret.clone())),
-        authority_host: Some(s.authority.clone()),
-        extra_ca_pem: Some(s.emu.ca_pem.clone()),
-        ..Default::default()
-    };
-    let credential = settings
-        .credential(iotc::central::AuthMethod::ServicePrincipal)
-        .unwrap();
-    let client =
-        iotc::central::Client::new(&s.emu.api_url, credential, Some(s.emu.options())).unwrap();
+    let client = s.entra_client(&app);
     // 4.5 s of calls: the first token (t ≈ 0) and its refresh (t ≈ 3 s) fall in it, the
     // second refresh (t ≈ 6 s) does not.
     let start = std::time::Instant::now();

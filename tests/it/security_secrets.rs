@@ -95,6 +95,21 @@ fn forms(secret: &[u8]) -> Vec<String> {
     v
 }
 
+/// stdout + stderr of a run that must have succeeded (else the end of it, in the panic).
+fn succeeded(out: &std::process::Output, what: &str) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{what}:\n{}",
+        &text[text.len().saturating_sub(3000)..]
+    );
+    text
+}
+
 fn assert_absent(haystack: &str, name: &str, needles: &[String]) {
     for n in needles {
         assert!(
@@ -120,16 +135,7 @@ fn demo_at_trace_level_prints_no_private_key_and_no_token() {
         .arg(&data)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "demo failed:\n{}",
-        &text[text.len().saturating_sub(3000)..]
-    );
+    let text = succeeded(&out, "demo failed");
     // The trace log is really on: the search is over a real log, not an empty string.
     assert!(
         text.contains("TRACE"),
@@ -178,6 +184,18 @@ struct Emulator {
     child: std::process::Child,
     ready: serde_json::Value,
     stderr: std::thread::JoinHandle<String>,
+}
+
+impl Emulator {
+    /// Stops it (SIGTERM, as an operator would) and returns everything it logged.
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        self.stderr.join().unwrap()
+    }
 }
 
 fn start_emulator(data: &Path) -> Emulator {
@@ -246,16 +264,7 @@ fn symmetric_key_onboarding_at_trace_level_prints_no_group_key_device_key_sas_or
         .arg(&out_dir)
         .output()
         .unwrap();
-    let client_text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    assert!(
-        run.status.success(),
-        "onboard failed:\n{}",
-        &client_text[client_text.len().saturating_sub(3000)..]
-    );
+    let client_text = succeeded(&run, "onboard failed");
 
     // The group's keys, read back through the API (the admin may see them).
     let ca_pem = std::fs::read(&ca).unwrap();
@@ -285,13 +294,7 @@ fn symmetric_key_onboarding_at_trace_level_prints_no_group_key_device_key_sas_or
         .expect("group secondary key")
         .to_owned();
 
-    let mut child = emu.child;
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
-    let emu_text = emu.stderr.join().unwrap();
+    let emu_text = emu.stop();
 
     for (who, text) in [("client", &client_text), ("emulator", &emu_text)] {
         assert!(
@@ -439,26 +442,11 @@ fn entra_sign_in_at_trace_level_prints_no_client_secret_key_or_token() {
             .args(["device", "list"])
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&run.stdout),
-            String::from_utf8_lossy(&run.stderr)
-        );
-        assert!(
-            run.status.success(),
-            "sign-in with the {what} failed:\n{}",
-            &text[text.len().saturating_sub(3000)..]
-        );
+        let text = succeeded(&run, &format!("sign-in with the {what} failed"));
         client_text.push_str(&text);
     }
 
-    let mut child = emu.child;
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
-    let emu_text = emu.stderr.join().unwrap();
+    let emu_text = emu.stop();
     let key = private_scalar(&sp_pem);
     for (who, text) in [("client", &client_text), ("emulator", &emu_text)] {
         assert!(
