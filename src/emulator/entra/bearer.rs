@@ -115,7 +115,11 @@ impl Authority {
                 )
             })?;
         let tenant = self.tenant_id();
-        let users: Vec<User> = store::list(c, kind::USER)?;
+        // Only the users that can match: object id = oid or one of the groups.
+        let ids: Vec<&str> = std::iter::once(oid)
+            .chain(claims.groups.iter().map(String::as_str))
+            .collect();
+        let users: Vec<User> = store::list_matching(c, kind::USER, "objectId", &ids)?;
         let roles: Vec<_> = users
             .iter()
             .filter(|u| match &u.kind {
