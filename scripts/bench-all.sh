@@ -14,6 +14,8 @@
 #   - the lifecycle: `iotc renew` and `iotc revoke` of 10,000 devices, 20 req/s and off.
 #   - key custody: a 10,000-device CSR batch next to a station-key batch of the same size, and
 #     four stations sharing the 20 req/s limit (together, each next to the mean).
+#   - Entra sign-in: IoT Central calls with a bearer token next to an API token (10 and 1,000
+#     users in the directory), and the token requests they made.
 #
 # Usage: scripts/bench-all.sh [OUTPUT_FOLDER]   (default target/bench-all)
 # The raw output goes to OUTPUT_FOLDER/bench-all.log; docs/benchmarks.md quotes it.
@@ -82,6 +84,9 @@ target/release/iotc cert root --name hsm-root --key-store 'pkcs11:token=bench;ob
     echo "## key_custody: a CSR batch next to station-made keys; stations sharing the limit"
     KC_BENCH_CSR_N=10000 KC_BENCH_STATIONS=4 KC_BENCH_STATION_N=300 \
         cargo bench --quiet --bench key_custody
+    echo "## entra_bearer"
+    ENTRA_BENCH_N=4000 ENTRA_BENCH_CONCURRENCY=1,16 ENTRA_BENCH_USERS=10,1000 \
+        cargo bench --quiet --bench entra_bearer
     echo "# load average after: $(cat /proc/loadavg)"
 } 2>&1 | tee "$log"
 

@@ -20,6 +20,10 @@
 //!   ([`Error::outcome_unknown`]) and the caller decides, typically by reading the state first.
 //! * **DELETE after an unknown outcome.** If a DELETE attempt broke after sending and the retry
 //!   gets 404, the first attempt did the work: the call succeeds.
+//! * **An expired Entra token.** A 401 to a request whose Entra token has expired (by our
+//!   clock, or by the service's `WWW-Authenticate`) drops the token and sends the request once
+//!   more with a fresh one, at once: a refused request did nothing, so this is safe for every
+//!   operation. Any other 401 is returned as it is.
 
 use super::credential::Credential;
 use super::error::Error;
@@ -439,6 +443,7 @@ impl Client {
         let retry = &inner.options.retry;
         let mut attempt: u32 = 0;
         let mut outcome_was_unknown = false;
+        let mut token_refreshed = false;
         loop {
             let ticket = match &inner.pacer {
                 Some(pacer) => Some(pacer.ready().await),
@@ -509,6 +514,19 @@ impl Client {
                                 (unknown, call.idempotent, None)
                             }
                         }
+                    } else if status == StatusCode::UNAUTHORIZED
+                        && !token_refreshed
+                        && inner
+                            .credential
+                            .unauthorized(&auth, says_token_expired(&headers))
+                            .await
+                    {
+                        tracing::info!(
+                            operation = call.operation,
+                            "the token expired; retrying with a fresh one"
+                        );
+                        token_refreshed = true;
+                        continue;
                     } else {
                         let body = resp.bytes().await.unwrap_or_default();
                         let retry_after = retry_after(&headers);
@@ -568,6 +586,16 @@ impl Client {
             attempt += 1;
         }
     }
+}
+
+/// Whether a 401's `WWW-Authenticate` says the bearer token expired (RFC 6750 `invalid_token`
+/// with a description naming expiry, as Entra-protected APIs send it).
+fn says_token_expired(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(reqwest::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("invalid_token") && v.to_ascii_lowercase().contains("expired"))
 }
 
 /// Exponential backoff with "equal jitter": half the step fixed, half random.

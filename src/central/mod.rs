@@ -26,6 +26,7 @@ mod device_groups;
 mod device_templates;
 mod devices;
 pub mod enrollment_groups;
+pub mod entra;
 pub mod error;
 pub mod models;
 mod organizations;
@@ -35,7 +36,8 @@ mod roles;
 mod users;
 
 pub use client::{api_base_url, Client, ClientOptions, ClientStats, RetryOptions};
-pub use credential::{Credential, TokenProvider};
+pub use credential::{AccessToken, Credential, TokenCache, TokenProvider, TokenSource};
 pub use enrollment_groups::CertificateEntry;
+pub use entra::{AuthMethod, ClientCertificate, EntraSettings};
 pub use error::Error;
 pub use pager::{ListOptions, Pager};

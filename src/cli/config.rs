@@ -7,17 +7,24 @@
 //! NAME --emulator DIR` takes all of them from a running emulator. The file is written
 //! atomically and, because it may hold a token, with mode 0600.
 //!
-//! Every value a command connects with (application, token, CA file, DPS endpoint, ID scope)
-//! is resolved here, the same way: the flag, else its environment variable, else the selected
+//! Every value a command connects with (application, sign-in method, token, CA file, DPS
+//! endpoint, ID scope) is resolved here, the same way: the flag, else its environment variable, else the selected
 //! profile (`--profile`, else the file's default), else the built-in default (only the DPS
 //! endpoint has one, the global endpoint). clap is deliberately not told about these
 //! environment variables: the parsed flags then hold exactly what was typed, which is all that
 //! `config set` may store. A token exported for one application must never end up in the
 //! profile of another.
+//!
+//! The sign-in method (`--auth`, `IOTC_AUTH`, the profile's `auth`; `api-token` by default)
+//! decides where the credential comes from: the token chain above, or a Microsoft Entra
+//! credential made from the Azure SDK's usual variables (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`,
+//! `AZURE_CLIENT_SECRET`, `AZURE_CLIENT_CERTIFICATE_PATH` and `_PASSWORD`,
+//! `AZURE_AUTHORITY_HOST`, `AZURE_FEDERATED_TOKEN_FILE`), which are never stored in a profile.
 
 use super::{output, CliError, CliResult, GlobalArgs, EXIT_OK};
 use crate::central::credential::{ENV_API_TOKEN, ENV_BEARER_TOKEN};
-use crate::central::{Client, ClientOptions, Credential, RetryOptions};
+use crate::central::entra;
+use crate::central::{AuthMethod, Client, ClientOptions, Credential, EntraSettings, RetryOptions};
 use crate::ids::IdScope;
 use crate::secret::Secret;
 use clap::Subcommand;
@@ -40,6 +47,8 @@ pub const ENV_DPS_MQTT_HOST: &str = "IOTC_DPS_MQTT_HOST";
 pub const ENV_ID_SCOPE: &str = "IOTC_ID_SCOPE";
 /// The environment variable naming the profile to use.
 pub const ENV_PROFILE: &str = "IOTC_PROFILE";
+/// The environment variable of the sign-in method (`--auth`).
+pub const ENV_AUTH: &str = "IOTC_AUTH";
 
 /// One named profile.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -64,6 +73,9 @@ pub struct Profile {
     /// started with `--dps-mqtt-listen`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dps_mqtt_host: Option<String>,
+    /// How to sign in (`--auth`); `None`: with the API token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthMethod>,
 }
 
 /// The config file.
@@ -192,6 +204,30 @@ fn resolve_with(global: &GlobalArgs, profile: &Profile, env: Env) -> Result<Reso
             "no application: give --app URL, set IOTC_APP_URL, or use a profile \
              (`iotc config set NAME --app URL --token-file FILE`)",
         )?;
+    let ca_file = ca_file(global, profile, env);
+    let method = match (global.auth, env(ENV_AUTH)) {
+        (Some(m), _) => m,
+        (None, Some(m)) => m.trim().parse().map_err(|e| format!("{ENV_AUTH}: {e}"))?,
+        (None, None) => profile.auth.unwrap_or(AuthMethod::ApiToken),
+    };
+    if method != AuthMethod::ApiToken {
+        if global.token_file.is_some() {
+            return Err(format!(
+                "--token-file holds an API token; it does not go with --auth {method} \
+                 (give --auth api-token, or drop --token-file)"
+            )
+            .into());
+        }
+        let mut settings = entra_settings(env)?;
+        if let Some(path) = &ca_file {
+            settings.extra_ca_pem = Some(read_ca_file(path)?);
+        }
+        return Ok(Resolved {
+            app,
+            credential: settings.credential(method)?,
+            ca_file,
+        });
+    }
     let credential = if let Some(file) = &global.token_file {
         Credential::api_token(super::cert::read_password_file(file, "token")?.expose())
     } else if let Some(t) = env(ENV_API_TOKEN) {
@@ -211,8 +247,96 @@ fn resolve_with(global: &GlobalArgs, profile: &Profile, env: Env) -> Result<Reso
     Ok(Resolved {
         app,
         credential,
-        ca_file: ca_file(global, profile, env),
+        ca_file,
     })
+}
+
+/// The Entra values from the Azure SDK's environment variables; the client certificate, when
+/// one is named, is read here (a PEM with the certificate and its key, or a PKCS#12 file).
+fn entra_settings(env: Env) -> Result<EntraSettings, CliError> {
+    let certificate = match env(entra::ENV_CLIENT_CERTIFICATE_PATH) {
+        None => None,
+        Some(path) => {
+            let password = env(entra::ENV_CLIENT_CERTIFICATE_PASSWORD).map(Secret::new);
+            Some(client_certificate(Path::new(&path), password.as_ref())?)
+        }
+    };
+    Ok(EntraSettings {
+        tenant_id: env(entra::ENV_TENANT_ID),
+        client_id: env(entra::ENV_CLIENT_ID),
+        client_secret: env(entra::ENV_CLIENT_SECRET).map(Secret::new),
+        client_certificate: certificate,
+        authority_host: env(entra::ENV_AUTHORITY_HOST),
+        federated_token_file: env(entra::ENV_FEDERATED_TOKEN_FILE).map(PathBuf::from),
+        extra_ca_pem: None,
+    })
+}
+
+/// Reads a service principal's certificate file: PEM (a CERTIFICATE block and a `PRIVATE
+/// KEY` or `ENCRYPTED PRIVATE KEY` block) or PKCS#12.
+fn client_certificate(
+    path: &Path,
+    password: Option<&Secret>,
+) -> Result<entra::ClientCertificate, CliError> {
+    let what = format!(
+        "{} ({})",
+        entra::ENV_CLIENT_CERTIFICATE_PATH,
+        path.display()
+    );
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {what}: {e}"))?;
+    let pw = password.map(Secret::expose);
+    let (cert_der, key) = if bytes.starts_with(b"-----")
+        || bytes.windows(11).any(|w| w == b"-----BEGIN ")
+    {
+        let text = String::from_utf8(bytes).map_err(|_| format!("{what} is not PEM text"))?;
+        let cert = crate::cert::parse_pem_certs(text.as_bytes())
+            .map_err(|e| format!("{what}: {e}"))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{what} holds no CERTIFICATE block"))?;
+        let key_block = ["ENCRYPTED PRIVATE KEY", "PRIVATE KEY"]
+            .iter()
+            .find_map(|label| {
+                let begin = format!("-----BEGIN {label}-----");
+                let end = format!("-----END {label}-----");
+                let start = text.find(&begin)?;
+                let stop = text[start..].find(&end)? + start + end.len();
+                Some(&text[start..stop])
+            })
+            .ok_or_else(|| {
+                format!("{what} holds no PRIVATE KEY block: put the certificate and its key in one PEM file")
+            })?;
+        let (key, _) = crate::cert::PrivateKey::from_pem(key_block, pw).map_err(|e| {
+            format!(
+                "{what}: {e} (the password comes from {})",
+                entra::ENV_CLIENT_CERTIFICATE_PASSWORD
+            )
+        })?;
+        (cert, key.pkcs8_der().to_vec())
+    } else {
+        let store = p12_keystore::KeyStore::from_pkcs12(
+            &bytes,
+            pw.unwrap_or_default(),
+            p12_keystore::Pkcs12ImportPolicy::Relaxed,
+        )
+        .map_err(|e| {
+            format!(
+                "{what} is neither PEM nor a PKCS#12 file it can open: {e} (its password comes \
+                 from {})",
+                entra::ENV_CLIENT_CERTIFICATE_PASSWORD
+            )
+        })?;
+        let (_, chain) = store
+            .private_key_chain()
+            .ok_or_else(|| format!("{what}: the PKCS#12 file holds no private key"))?;
+        let cert = chain
+            .certs()
+            .first()
+            .ok_or_else(|| format!("{what}: the PKCS#12 file holds no certificate"))?;
+        (cert.as_der().to_vec(), chain.key().as_der().to_vec())
+    };
+    let key = zeroize::Zeroizing::new(key);
+    Ok(entra::ClientCertificate::from_der(&cert_der, &key)?)
 }
 
 fn ca_file(global: &GlobalArgs, profile: &Profile, env: Env) -> Option<PathBuf> {
@@ -404,6 +528,7 @@ fn redacted(p: &Profile) -> serde_json::Value {
         "dpsEndpoint": p.dps_endpoint,
         "idScope": p.id_scope,
         "dpsMqttHost": p.dps_mqtt_host,
+        "auth": p.auth,
     })
 }
 
@@ -436,7 +561,9 @@ fn given_values(args: SetArgs) -> Result<Profile, CliError> {
             )
             .into());
         }
-        return wait_for_emulator(&dir, wait);
+        let mut p = wait_for_emulator(&dir, wait)?;
+        p.auth = global.auth;
+        return Ok(p);
     }
     let mut p = Profile::default();
     if let Some(app) = &global.app {
@@ -449,6 +576,7 @@ fn given_values(args: SetArgs) -> Result<Profile, CliError> {
     if let Some(c) = &global.ca_file {
         p.ca_file = Some(std::path::absolute(c).unwrap_or_else(|_| c.clone()));
     }
+    p.auth = global.auth;
     if let Some(e) = args.dps_endpoint {
         url::Url::parse(&e).map_err(|err| format!("--dps-endpoint {e:?} is not a URL: {err}"))?;
         p.dps_endpoint = Some(e);
@@ -530,6 +658,7 @@ async fn probe_emulator(path: &Path) -> Result<Profile, String> {
         dps_endpoint: Some(info.dps_endpoint),
         id_scope: Some(id_scope),
         dps_mqtt_host: info.dps_mqtt_host,
+        auth: None,
     })
 }
 
@@ -633,6 +762,7 @@ fn merge(entry: &mut Profile, given: Profile) {
         dps_endpoint,
         id_scope,
         dps_mqtt_host,
+        auth,
     } = given;
     entry.app = app.or(entry.app.take());
     entry.token = token.or(entry.token.take());
@@ -640,6 +770,7 @@ fn merge(entry: &mut Profile, given: Profile) {
     entry.dps_endpoint = dps_endpoint.or(entry.dps_endpoint.take());
     entry.id_scope = id_scope.or(entry.id_scope.take());
     entry.dps_mqtt_host = dps_mqtt_host.or(entry.dps_mqtt_host.take());
+    entry.auth = auth.or(entry.auth.take());
 }
 
 #[cfg(test)]
@@ -671,6 +802,7 @@ mod tests {
             dps_endpoint: Some("https://dps.profile.example".into()),
             id_scope: Some(IdScope::new("0neProfile").unwrap()),
             dps_mqtt_host: None,
+            auth: None,
         }
     }
 

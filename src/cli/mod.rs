@@ -16,6 +16,7 @@ pub mod output;
 pub mod provision_status;
 pub mod workflow;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 
 /// Exit code: everything succeeded.
@@ -77,6 +78,19 @@ pub struct GlobalArgs {
     /// Named profile from the config file (see `iotc config`); or set IOTC_PROFILE.
     #[arg(long, global = true)]
     pub profile: Option<String>,
+    /// How to sign in to IoT Central: api-token (--token-file, the default), azure-cli (`az
+    /// login`), service-principal (AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET or
+    /// AZURE_CLIENT_CERTIFICATE_PATH), managed-identity, workload-identity; AZURE_AUTHORITY_HOST
+    /// names another authority [else IOTC_AUTH, else the profile's]. See docs/cli.md.
+    #[arg(
+        long,
+        value_name = "METHOD",
+        global = true,
+        value_parser = clap::builder::PossibleValuesParser::new(
+            crate::central::AuthMethod::ALL.map(|m| m.as_str())
+        ).try_map(|s| s.parse::<crate::central::AuthMethod>())
+    )]
+    pub auth: Option<crate::central::AuthMethod>,
 }
 
 /// The commands.

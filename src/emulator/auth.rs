@@ -5,6 +5,9 @@
 //! checked by comparing hashes in constant time, then the expiry. Unknown, expired, revoked
 //! and forged tokens all get 401 without saying which.
 //!
+//! Entra bearer tokens are checked by the emulator's authority (`entra::bearer`) and act as
+//! the users they name, with those users' roles.
+//!
 //! Authorization follows the built-in roles: each role grants read or read/write per area,
 //! and a role assignment with an `organization` reaches that organization and its
 //! descendants only. A caller may do something when one of its assignments both grants the
@@ -289,26 +292,34 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Authenticates an `Authorization` header value against the stored tokens.
-pub fn authenticate(c: &Connection, app_id: &str, header: Option<&str>) -> ApiResult<Principal> {
+/// Authenticates an `Authorization` header value: an API token against the stored tokens, a
+/// bearer token against the Entra authority (`entra::bearer`).
+pub fn authenticate(
+    c: &Connection,
+    app_id: &str,
+    entra: &super::entra::Authority,
+    header: Option<&str>,
+) -> ApiResult<Principal> {
     let unauthorized = || {
         ApiError::unauthorized(
             "the Authorization header does not hold a valid, unexpired API token of this application",
         )
     };
     let header = header.map(str::trim).filter(|h| !h.is_empty()).ok_or_else(|| {
-        ApiError::unauthorized("the request has no Authorization header; send an API token (SharedAccessSignature sr=...)")
+        ApiError::unauthorized("the request has no Authorization header; send an API token (SharedAccessSignature sr=...) or an Entra bearer token")
     })?;
-    if header.len() > 4096 {
+    // Entra tokens with many group ids run to several kilobytes.
+    if header.len() > 16 * 1024 {
         return Err(unauthorized());
     }
     if header
         .get(..7)
         .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
     {
-        return Err(ApiError::unauthorized(
-            "Azure AD bearer tokens are not supported by the emulator; use an API token",
-        ));
+        return entra.authenticate(c, header[7..].trim());
+    }
+    if header.len() > 4096 {
+        return Err(unauthorized());
     }
     let rest = header
         .strip_prefix("SharedAccessSignature ")

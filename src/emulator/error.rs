@@ -20,6 +20,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `Retry-After` header (429, 503).
     pub retry_after: Option<u64>,
+    /// A `WWW-Authenticate` header (401 to a bearer token: why it was refused).
+    pub www_authenticate: Option<String>,
 }
 
 /// The result type of the emulator's API logic.
@@ -33,6 +35,7 @@ impl ApiError {
             code: code.to_owned(),
             message: message.into(),
             retry_after: None,
+            www_authenticate: None,
         }
     }
     /// 400 with a code.
@@ -127,6 +130,13 @@ impl IntoResponse for ApiError {
             if let Ok(v) = http::HeaderValue::from_str(&s.to_string()) {
                 resp.headers_mut().insert(http::header::RETRY_AFTER, v);
             }
+        }
+        if let Some(v) = self
+            .www_authenticate
+            .as_deref()
+            .and_then(|v| http::HeaderValue::from_str(v).ok())
+        {
+            resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
         }
         resp.extensions_mut().insert(self);
         resp

@@ -15,13 +15,15 @@
 //! [`auth`] (tokens, roles, organization reach), [`query`] (list filters and device-group
 //! queries), [`settings`] (rate limit, faults), [`api`] (the IoT Central routes), [`app`]
 //! (application facts and what DPS reads), [`dps`] (the DPS listeners: HTTPS, and MQTT when
-//! asked for), [`stats`] (counters of what it did, for tests).
+//! asked for), [`stats`] (counters of what it did, for tests), [`entra`] (the local Microsoft
+//! Entra authority and the bearer-token checks).
 
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod certs;
 pub mod dps;
+pub mod entra;
 pub mod error;
 pub mod query;
 pub mod records;
@@ -156,6 +158,12 @@ pub struct ReadyInfo {
     /// `host:port` of DPS over MQTT (TLS), when the emulator serves it (`--dps-mqtt-listen`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dps_mqtt_host: Option<String>,
+    /// The Entra authority (`AZURE_AUTHORITY_HOST`): https on the API listener.
+    #[serde(default)]
+    pub authority_host: String,
+    /// The authority's tenant (directory) id (`AZURE_TENANT_ID`).
+    #[serde(default)]
+    pub tenant_id: String,
 }
 
 /// A running emulator.
@@ -243,12 +251,14 @@ impl Emulator {
             .map_err(|e| EmulatorError::Store(format!("settings: {e}")))?;
         let settings = Arc::new(settings::SettingsHandle::new(initial));
 
+        let entra = Arc::new(entra::Authority::load_or_create(dir, &store, &api_url)?);
         let state = api::AppState::new(api::Shared {
             store: store.clone(),
             settings: settings.clone(),
             api_url: api_url.clone(),
             facts: facts.clone(),
             tally: api::Tally::default(),
+            entra: entra.clone(),
         });
         let (tx, rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
@@ -289,6 +299,8 @@ impl Emulator {
         )));
 
         let info = ReadyInfo {
+            authority_host: entra.authority_host().to_owned(),
+            tenant_id: entra.tenant_id().to_owned(),
             api_url,
             dps_endpoint,
             id_scope: facts.id_scope.clone(),
@@ -315,6 +327,11 @@ impl Emulator {
     /// The shared behaviour settings (the same object `PUT /emulator/settings` changes).
     pub fn settings(&self) -> &settings::SettingsHandle {
         &self.state.settings
+    }
+
+    /// The Entra authority (its tenant, its token-endpoint counters).
+    pub fn entra(&self) -> &entra::Authority {
+        &self.state.entra
     }
 
     /// How many `method` calls of `path` (e.g. `/api/devices/d1`) succeeded since the start:

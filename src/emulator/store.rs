@@ -202,6 +202,30 @@ pub fn list<T: DeserializeOwned>(c: &Connection, kind: &str) -> ApiResult<Vec<T>
     Ok(out)
 }
 
+/// Reads the documents of a kind whose top-level string field `field` is one of `values`
+/// (ASCII case-insensitively), in creation order. The filter runs in SQLite, so only the
+/// matches are parsed: what the bearer-token check needs on every request, with however many
+/// users the application has.
+pub fn list_matching<T: DeserializeOwned>(
+    c: &Connection,
+    kind: &str,
+    field: &str,
+    values: &[&str],
+) -> ApiResult<Vec<T>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT body FROM resources WHERE kind = ?1 \
+         AND lower(json_extract(body, '$.' || ?2)) IN (SELECT lower(value) FROM json_each(?3)) \
+         ORDER BY seq",
+    )?;
+    let values = serde_json::to_string(values)?;
+    let rows = stmt.query_map(params![kind, field, values], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(serde_json::from_str(&row?)?);
+    }
+    Ok(out)
+}
+
 /// Reads the documents of a kind in `order`, starting after `after`, and hands each to `f`
 /// with its position until `f` answers `false`: a keyset query, so a page costs the rows it
 /// reads, never the whole kind.

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use zeroize::Zeroizing;
 
 /// File name of the CA certificate in the data folder (`caCert` of the ready record).
 pub const CA_CERT_FILE: &str = "ca_cert.pem";
@@ -109,18 +110,8 @@ pub fn load_or_create(data_dir: &Path, names: &[TlsName]) -> Result<Pki, Emulato
     let cert_path = data_dir.join(CA_CERT_FILE);
     let key_path = data_dir.join(CA_KEY_FILE);
     let ca = if cert_path.exists() && key_path.exists() {
-        // An earlier version may have left the key readable by others.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| EmulatorError::Io(format!("chmod {}", key_path.display()), e))?;
-        }
-        let read = |p: &Path| {
-            std::fs::read_to_string(p)
-                .map_err(|e| EmulatorError::Io(format!("read {}", p.display()), e))
-        };
-        Authority::from_pem(&read(&cert_path)?, &read(&key_path)?, None, None)
+        let (cert_pem, key_pem) = read_kept_pair(&cert_path, &key_path)?;
+        Authority::from_pem(&cert_pem, &key_pem, None, None)
             .map_err(|e| pki_err("the CA in the data folder", e))?
     } else {
         let ca = Authority::new_root(&CaOptions {
@@ -176,6 +167,26 @@ pub fn load_or_create(data_dir: &Path, names: &[TlsName]) -> Result<Pki, Emulato
         ca_cert_pem: ca.cert_pem().to_owned(),
         server_config: Arc::new(config),
     })
+}
+
+/// Reads a certificate and its private key kept in the data folder (PEM text), narrowing the
+/// key file to 0600 first: an earlier version, a copied data folder or an old umask may have
+/// left it readable by others.
+pub(crate) fn read_kept_pair(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(String, Zeroizing<String>), EmulatorError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(key_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| EmulatorError::Io(format!("chmod {}", key_path.display()), e))?;
+    }
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map_err(|e| EmulatorError::Io(format!("read {}", p.display()), e))
+    };
+    Ok((read(cert_path)?, Zeroizing::new(read(key_path)?)))
 }
 
 /// Writes a private file: mode 0600 before the first byte is written, whether the file is new

@@ -629,7 +629,7 @@ fn strip_zeros(b: &[u8]) -> &[u8] {
 fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, String> {
     use pkcs8::der::asn1::{SequenceOf, UintRef};
     use pkcs8::der::Encode;
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return Err(format!(
             "the token returned a {}-byte ECDSA signature (expected r || s)",
             raw.len()

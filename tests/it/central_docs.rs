@@ -18,7 +18,7 @@ const AREAS: &[&str] = &[
     "config",
 ];
 
-const GLOBALS: &[&str] = &["app", "token_file", "ca_file", "output", "profile"];
+const GLOBALS: &[&str] = &["app", "token_file", "ca_file", "output", "profile", "auth"];
 
 /// Env values are hidden (they depend on the shell running the test); below the root, the
 /// global options are hidden too: they are documented once, with the root command.

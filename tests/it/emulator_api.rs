@@ -15,8 +15,16 @@ async fn ready_record_is_written_and_works() {
     let text = std::fs::read_to_string(e.dir.path().join("emulator.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-    assert_eq!(keys.len(), 5, "{v}");
-    for k in ["apiUrl", "dpsEndpoint", "idScope", "adminToken", "caCert"] {
+    assert_eq!(keys.len(), 7, "{v}");
+    for k in [
+        "apiUrl",
+        "dpsEndpoint",
+        "idScope",
+        "adminToken",
+        "caCert",
+        "authorityHost",
+        "tenantId",
+    ] {
         assert!(v[k].is_string(), "{k} in {v}");
     }
     assert_eq!(v["apiUrl"], e.url);

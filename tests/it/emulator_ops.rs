@@ -298,6 +298,7 @@ fn secret_file_modes(dir: &std::path::Path) -> Vec<(String, u32)> {
         "emulator.db-shm",
         "ca_key.pem",
         "emulator.json",
+        "entra_signing_key.pem",
     ]
     .iter()
     .map(|f| {

@@ -8,8 +8,15 @@
 //! request and the outcome for the six roles in that order: `Y` = 2xx, `n` = 403 (and the
 //! service's error body, checked by the shared helper). Paths may contain `{r}`, replaced by
 //! the role's index so that each role writes its own resource.
+//!
+//! Microsoft Entra callers run the same matrix: service principals and members of AD groups,
+//! each the IoT Central user (of type `servicePrincipal` or `adGroup`) of one of the roles
+//! above, app-wide and org-scoped, with bearer tokens from the emulator's authority. Each
+//! must get exactly the column of its role: how a caller signs in changes nothing of what it
+//! may do.
 
 use crate::common_emulator;
+use crate::common_entra;
 
 use common_emulator::Emu;
 use iotc::central::models::roles;
@@ -22,6 +29,28 @@ const ROLES: [(&str, &str, Option<&str>); 6] = [
     ("Org Admin@north", roles::ORG_ADMIN, Some("north")),
     ("Org Operator@north", roles::ORG_OPERATOR, Some("north")),
     ("Org Viewer@north", roles::ORG_VIEWER, Some("north")),
+];
+
+/// Entra principals: (label, user type, role, organization, the column of `ROLES` they get).
+/// No Administrator: the rows without `{r}` that delete (`user-south`, `token-south`) are the
+/// Administrator column's alone, and the API-token Administrator runs them last.
+const ENTRA: [(&str, &str, &str, Option<&str>, usize); 4] = [
+    ("SP Operator", "servicePrincipal", roles::OPERATOR, None, 1),
+    (
+        "SP Org Operator@north",
+        "servicePrincipal",
+        roles::ORG_OPERATOR,
+        Some("north"),
+        4,
+    ),
+    ("AD group Builder", "adGroup", roles::BUILDER, None, 2),
+    (
+        "AD group Org Admin@north",
+        "adGroup",
+        roles::ORG_ADMIN,
+        Some("north"),
+        3,
+    ),
 ];
 
 /// (method, path, body, expected for Admin, Operator, Builder, OrgAdmin, OrgOperator, OrgViewer)
@@ -235,6 +264,11 @@ async fn must(e: &Emu, m: &str, path: &str, body: Value) {
 
 /// The fixture every row runs against, made with the admin token.
 async fn setup() -> (Emu, Vec<String>) {
+    setup_for(ROLES.len()).await
+}
+
+/// [`setup`] with the resources `{r}` rows delete for `callers` callers.
+async fn setup_for(callers: usize) -> (Emu, Vec<String>) {
     let e = Emu::start().await;
     must(&e, "PUT", "/organizations/north", json!({})).await;
     must(
@@ -289,7 +323,7 @@ async fn setup() -> (Emu, Vec<String>) {
         json!({"displayName": "eg", "type": "iot", "attestation": {"type": "symmetricKey"}}),
     )
     .await;
-    for r in 0..ROLES.len() {
+    for r in 0..callers {
         must(
             &e,
             "PUT",
@@ -363,16 +397,78 @@ async fn send(
     }
 }
 
+/// Makes the Entra principals of [`ENTRA`]: an app registration each (a member of a new AD
+/// group for the `adGroup` ones), its IoT Central user, and a bearer token from the authority.
+async fn entra_callers(e: &Emu) -> Vec<String> {
+    let ready = common_entra::ready(e.dir.path());
+    let authority = ready["authorityHost"].as_str().unwrap();
+    let tenant = ready["tenantId"].as_str().unwrap();
+    let mut out = Vec::new();
+    for (i, (_, kind, role, org, _)) in ENTRA.iter().enumerate() {
+        let group = format!("6f1d3c2a-0000-4000-8000-{i:012}");
+        let body = if *kind == "adGroup" {
+            json!({"groups": [group]})
+        } else {
+            json!({})
+        };
+        let app =
+            common_entra::register(&e.http, &e.url, &e.token, &format!("rbac-{i}"), body).await;
+        let object_id = if *kind == "adGroup" {
+            &group
+        } else {
+            &app.object_id
+        };
+        let assignment = match org {
+            Some(o) => json!([{"role": role, "organization": o}]),
+            None => json!([{"role": role}]),
+        };
+        common_entra::add_user(
+            &e.http,
+            &e.url,
+            &e.token,
+            &format!("entra-{i}"),
+            common_entra::user(kind, tenant, object_id, assignment),
+        )
+        .await;
+        let (s, v) = common_entra::token_with_secret(
+            &e.http,
+            authority,
+            &app,
+            "https://apps.azureiotcentral.com/.default",
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        out.push(format!("Bearer {}", v["access_token"].as_str().unwrap()));
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_against_every_endpoint_family() {
-    let (e, tokens) = setup().await;
+    let (e, mut tokens) = setup_for(ROLES.len() + ENTRA.len()).await;
+    tokens.extend(entra_callers(&e).await);
+    let label = |r: usize| {
+        ROLES
+            .get(r)
+            .map(|x| x.0)
+            .unwrap_or_else(|| ENTRA[r - ROLES.len()].0)
+    };
+    let column = |r: usize| {
+        ROLES
+            .get(r)
+            .map(|_| r)
+            .unwrap_or_else(|| ENTRA[r - ROLES.len()].4)
+    };
     let rows = matrix();
     let mut wrong = Vec::new();
     // Roles with fewer rights first, so a denied write never hides behind an earlier
-    // allowed write of the same resource (each role writes its own `{r}` resources anyway).
-    for r in (0..ROLES.len()).rev() {
+    // allowed write of the same resource (each caller writes its own `{r}` resources anyway),
+    // and an Entra caller right beside the API token of its role.
+    let mut order: Vec<usize> = (0..tokens.len()).collect();
+    order.sort_by_key(|&r| std::cmp::Reverse(column(r)));
+    for r in order {
         for (m, path, body, expected) in &rows {
-            let want_allow = expected.as_bytes()[r] == b'Y';
+            let want_allow = expected.as_bytes()[column(r)] == b'Y';
             let path = path.replace("{r}", &r.to_string());
             let body = body.as_ref().map(|b| {
                 serde_json::from_str(&b.to_string().replace("{r}", &r.to_string())).unwrap()
@@ -385,8 +481,8 @@ async fn every_role_against_every_endpoint_family() {
             };
             if !ok {
                 wrong.push(format!(
-                    "{:<20} {m} {path}: expected {}, got {s} {}",
-                    ROLES[r].0,
+                    "{:<24} {m} {path}: expected {}, got {s} {}",
+                    label(r),
                     if want_allow { "2xx" } else { "403" },
                     v["error"]["message"].as_str().unwrap_or_default()
                 ));

@@ -1,13 +1,16 @@
 //! Security matrix, part 2: secrets stay out of every output and log of the real binary,
 //! even with `RUST_LOG=trace`, and every file holding one is 0600.
 //!
-//! Two real runs, each with `RUST_LOG=trace` and stdout + stderr collected:
+//! Three real runs, each with `RUST_LOG=trace` and stdout + stderr collected:
 //! - `iotc demo` (embedded emulator, X.509 group through an intermediate CA, proof of
 //!   possession, a 3-device batch): searched for every private key it wrote (the EC scalar,
 //!   in hex and base64 at each alignment) and for the emulator's admin token signature.
 //! - `iotc emulator` (its own process, logging at trace) plus `iotc onboard symmetric-key`
 //!   for 3 devices through DPS: searched for the group's primary and secondary keys, every
 //!   derived device key, the admin token and any SAS signature (`sig=`).
+//! - `iotc emulator` plus `iotc --auth service-principal` signing in at its Entra authority
+//!   with a client secret, then with a certificate: searched for the secret, the
+//!   certificate's RSA private exponent and any JWT (access token, client assertion).
 //!
 //! The emulator's one-line ready record on stdout carries the admin token by design (it is
 //! how a script gets it); that line is the only place allowed to hold it.
@@ -39,7 +42,8 @@ fn files_named(dir: &Path, suffix: &str, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The private scalar of an unencrypted PEM key, read by the openssl CLI.
+/// The private scalar of an unencrypted PEM key (EC `priv`, RSA `privateExponent`), read by
+/// the openssl CLI.
 fn private_scalar(key_pem: &Path) -> Vec<u8> {
     let out = Command::new("openssl")
         .args(["pkey", "-noout", "-text", "-in"])
@@ -51,7 +55,7 @@ fn private_scalar(key_pem: &Path) -> Vec<u8> {
     let mut hex = String::new();
     let mut in_priv = false;
     for line in text.lines() {
-        if line.starts_with("priv:") {
+        if line.starts_with("priv:") || line.starts_with("privateExponent:") {
             in_priv = true;
             continue;
         }
@@ -91,6 +95,21 @@ fn forms(secret: &[u8]) -> Vec<String> {
     v
 }
 
+/// stdout + stderr of a run that must have succeeded (else the end of it, in the panic).
+fn succeeded(out: &std::process::Output, what: &str) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{what}:\n{}",
+        &text[text.len().saturating_sub(3000)..]
+    );
+    text
+}
+
 fn assert_absent(haystack: &str, name: &str, needles: &[String]) {
     for n in needles {
         assert!(
@@ -116,16 +135,7 @@ fn demo_at_trace_level_prints_no_private_key_and_no_token() {
         .arg(&data)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "demo failed:\n{}",
-        &text[text.len().saturating_sub(3000)..]
-    );
+    let text = succeeded(&out, "demo failed");
     // The trace log is really on: the search is over a real log, not an empty string.
     assert!(
         text.contains("TRACE"),
@@ -139,8 +149,9 @@ fn demo_at_trace_level_prints_no_private_key_and_no_token() {
 
     let mut keys = Vec::new();
     files_named(&data, "_key.pem", &mut keys);
-    // root CA, intermediate CA, the emulator's CA, the first device, 3 batch devices.
-    assert!(keys.len() >= 7, "key files: {keys:?}");
+    // root CA, intermediate CA, the emulator's CA, the first device, 3 batch devices, the
+    // emulator's Entra signing key.
+    assert!(keys.len() >= 8, "key files: {keys:?}");
     for k in &keys {
         assert_0600(k);
         assert_absent(&text, &k.display().to_string(), &forms(&private_scalar(k)));
@@ -173,6 +184,18 @@ struct Emulator {
     child: std::process::Child,
     ready: serde_json::Value,
     stderr: std::thread::JoinHandle<String>,
+}
+
+impl Emulator {
+    /// Stops it (SIGTERM, as an operator would) and returns everything it logged.
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        self.stderr.join().unwrap()
+    }
 }
 
 fn start_emulator(data: &Path) -> Emulator {
@@ -241,16 +264,7 @@ fn symmetric_key_onboarding_at_trace_level_prints_no_group_key_device_key_sas_or
         .arg(&out_dir)
         .output()
         .unwrap();
-    let client_text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    assert!(
-        run.status.success(),
-        "onboard failed:\n{}",
-        &client_text[client_text.len().saturating_sub(3000)..]
-    );
+    let client_text = succeeded(&run, "onboard failed");
 
     // The group's keys, read back through the API (the admin may see them).
     let ca_pem = std::fs::read(&ca).unwrap();
@@ -280,13 +294,7 @@ fn symmetric_key_onboarding_at_trace_level_prints_no_group_key_device_key_sas_or
         .expect("group secondary key")
         .to_owned();
 
-    let mut child = emu.child;
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
-    let emu_text = emu.stderr.join().unwrap();
+    let emu_text = emu.stop();
 
     for (who, text) in [("client", &client_text), ("emulator", &emu_text)] {
         assert!(
@@ -355,4 +363,105 @@ fn symmetric_key_onboarding_at_trace_level_prints_no_group_key_device_key_sas_or
         holding >= 3,
         "each device key is in a bundle file: {files:?}"
     );
+}
+
+/// Whether `text` holds a JWT (`eyJ…` header, a dot, an `eyJ…` payload): any access token or
+/// client assertion would, whatever its claims.
+fn has_jwt(text: &str) -> bool {
+    let b64url = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    text.match_indices("eyJ").any(|(i, _)| {
+        let rest = &text[i..];
+        let header = rest.find(|c: char| !b64url(c)).unwrap_or(rest.len());
+        header >= 10 && rest[header..].starts_with(".eyJ")
+    })
+}
+
+/// Microsoft Entra sign-in at trace level: a service principal signs in with its client
+/// secret, then with its certificate, against an emulator in its own process (logging at
+/// trace). Neither the client's output nor the emulator's log holds the client secret, the
+/// certificate's private key, or any JWT (the access tokens, the client assertion).
+#[test]
+fn entra_sign_in_at_trace_level_prints_no_client_secret_key_or_token() {
+    use crate::common_entra as entra;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_emulator(&dir.path().join("emu"));
+    let url = emu.ready["apiUrl"].as_str().unwrap().to_owned();
+    let admin = emu.ready["adminToken"].as_str().unwrap().to_owned();
+    let ca = emu.ready["caCert"].as_str().unwrap().to_owned();
+    let authority = emu.ready["authorityHost"].as_str().unwrap().to_owned();
+    let http = entra::http(&std::fs::read(&ca).unwrap());
+    let (cert_der, pem, _) = entra::sp_certificate();
+    let sp_pem = dir.path().join("sp.pem");
+    std::fs::write(&sp_pem, &pem).unwrap();
+    std::fs::set_permissions(&sp_pem, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let app = rt.block_on(async {
+        let body = serde_json::json!({
+            "certificate": base64::engine::general_purpose::STANDARD.encode(&cert_der)
+        });
+        let app = entra::register(&http, &url, &admin, "trace-pipeline", body).await;
+        let roles = serde_json::json!([{"role": iotc::central::models::roles::OPERATOR}]);
+        let user = entra::user("servicePrincipal", &app.tenant_id, &app.object_id, roles);
+        entra::add_user(&http, &url, &admin, "trace-pipeline", user).await;
+        app
+    });
+
+    let mut client_text = String::new();
+    for (what, var, value) in [
+        ("secret", "AZURE_CLIENT_SECRET", app.client_secret.as_str()),
+        (
+            "certificate",
+            "AZURE_CLIENT_CERTIFICATE_PATH",
+            sp_pem.to_str().unwrap(),
+        ),
+    ] {
+        let mut cmd = iotc();
+        for v in [
+            "AZURE_CLIENT_SECRET",
+            "AZURE_CLIENT_CERTIFICATE_PATH",
+            "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "IOTC_AUTH",
+            "IOTC_BEARER_TOKEN",
+        ] {
+            cmd.env_remove(v);
+        }
+        let run = cmd
+            .env("AZURE_TENANT_ID", &app.tenant_id)
+            .env("AZURE_CLIENT_ID", &app.client_id)
+            .env("AZURE_AUTHORITY_HOST", &authority)
+            .env(var, value)
+            .args([
+                "--app",
+                &url,
+                "--ca-file",
+                &ca,
+                "--auth",
+                "service-principal",
+            ])
+            .args(["device", "list"])
+            .output()
+            .unwrap();
+        let text = succeeded(&run, &format!("sign-in with the {what} failed"));
+        client_text.push_str(&text);
+    }
+
+    let emu_text = emu.stop();
+    let key = private_scalar(&sp_pem);
+    for (who, text) in [("client", &client_text), ("emulator", &emu_text)] {
+        assert!(
+            text.contains("TRACE"),
+            "{who}: RUST_LOG=trace produced no trace lines"
+        );
+        assert_absent(
+            text,
+            "the client secret",
+            std::slice::from_ref(&app.client_secret),
+        );
+        assert_absent(text, "the certificate's private key", &forms(&key));
+        assert!(
+            !has_jwt(text),
+            "{who}: a JWT (token or assertion) in the output"
+        );
+    }
 }

@@ -49,6 +49,8 @@ pub struct Shared {
     pub api_url: String,
     /// Application facts.
     pub facts: AppFacts,
+    /// The Entra authority (its routes, and the bearer tokens of API callers).
+    pub entra: Arc<super::entra::Authority>,
     /// Successful calls per method and path (see [`Emulator::successes`](super::Emulator::successes)).
     pub tally: Tally,
 }
@@ -201,6 +203,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/emulator/settings", get(get_settings).put(put_settings))
         .route("/emulator/stats", get(super::stats::get_stats))
+        .merge(super::entra::routes())
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -384,7 +387,9 @@ async fn admit(st: &AppState, req: &mut Request, api: bool) -> Result<(), Admiss
             })?),
         };
     let app_id = st.facts.app_id.clone();
-    let principal = st.store.read(|c| auth::authenticate(c, &app_id, header))?;
+    let principal = st
+        .store
+        .read(|c| auth::authenticate(c, &app_id, &st.entra, header))?;
     let ctx = Ctx {
         version,
         preview: version == ApiVersion::Preview1031,
@@ -398,7 +403,11 @@ async fn admit(st: &AppState, req: &mut Request, api: bool) -> Result<(), Admiss
 
 fn finish(mut resp: Response, request_id: &str) -> Response {
     let status = resp.status();
-    if !(status.is_client_error() || status.is_server_error()) {
+    let authority = resp
+        .extensions()
+        .get::<super::entra::token::AuthorityResponse>()
+        .is_some();
+    if !(status.is_client_error() || status.is_server_error()) || authority {
         return resp;
     }
     let err = resp
@@ -427,7 +436,7 @@ fn finish(mut resp: Response, request_id: &str) -> Response {
     let body = ErrorResponse { error: details };
     let mut out = (status, Json(body)).into_response();
     for (k, v) in resp.headers() {
-        if k == http::header::RETRY_AFTER {
+        if k == http::header::RETRY_AFTER || k == http::header::WWW_AUTHENTICATE {
             out.headers_mut().insert(k.clone(), v.clone());
         }
     }
