@@ -18,6 +18,8 @@
 #     users in the directory), and the token requests they made.
 #
 # Usage: scripts/bench-all.sh [OUTPUT_FOLDER]   (default target/bench-all)
+# BENCH_PARTS=a,b,... runs only those parts: cert, hsm, emulator_api, dps, workflow_batch,
+# lifecycle, key_custody, entra (default: all).
 # The raw output goes to OUTPUT_FOLDER/bench-all.log; docs/benchmarks.md quotes it.
 #
 # Every benchmark keeps what it writes until the end of the whole run (IOTC_BENCH_KEEP,
@@ -32,6 +34,7 @@ mkdir -p "$out/tmp"
 TMPDIR=$(realpath "$out/tmp")
 export TMPDIR IOTC_BENCH_KEEP=1
 log="$out/bench-all.log"
+want() { [ -z "${BENCH_PARTS:-}" ] || [[ ",$BENCH_PARTS," == *",$1,"* ]]; }
 
 cargo build --release --quiet
 cargo bench --no-run --quiet
@@ -57,36 +60,53 @@ target/release/iotc cert root --name hsm-root --key-store 'pkcs11:token=bench;ob
 {
     echo "# bench-all: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(uname -sr)"
     echo "# load average before: $(cat /proc/loadavg)"
-    echo "## iotc cert bench, ec-p256"
-    target/release/iotc cert bench --count 10000 --key-type ec-p256 --openssl-count 200 \
-        --encrypted-count 1000 --keep --dir "$TMPDIR"
-    echo "## iotc cert bench, rsa-2048"
-    target/release/iotc cert bench --count 500 --key-type rsa-2048 --openssl-count 50 \
-        --encrypted-count 100 --keep --dir "$TMPDIR"
-    echo "## iotc cert bench --hsm-ca (CA key in SoftHSM2), ec-p256"
-    target/release/iotc cert bench --hsm-ca "$hsm/hsm-root" --count 10000 --signatures 10000 \
-        --openssl-count 200 --keep --dir "$TMPDIR"
-    echo "## emulator_api"
-    EMU_BENCH_N=8000 EMU_BENCH_CONCURRENCY=1,8,32 EMU_BENCH_LIST_SIZES=1000,20000,100000 \
-        cargo bench --quiet --bench emulator_api
-    echo "## dps_register, root-signed devices"
-    DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=1,8,32,64 cargo bench --quiet --bench dps_register
-    echo "## dps_register, intermediate-signed devices"
-    DPS_BENCH_INTERMEDIATE=1 DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=32 \
-        cargo bench --quiet --bench dps_register
-    echo "## dps_register over MQTT, root-signed devices (next to the HTTPS lines above)"
-    DPS_BENCH_TRANSPORT=mqtt DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=1,32 \
-        cargo bench --quiet --bench dps_register
-    echo "## workflow_batch"
-    WF_BENCH_N=5000 WF_BENCH_CONCURRENCY=1,64 cargo bench --quiet --bench workflow_batch
-    echo "## lifecycle (renew and revoke, 20 req/s and off)"
-    LC_BENCH_N=10000 LC_BENCH_CONCURRENCY=64 cargo bench --quiet --bench lifecycle
-    echo "## key_custody: a CSR batch next to station-made keys; stations sharing the limit"
-    KC_BENCH_CSR_N=10000 KC_BENCH_STATIONS=4 KC_BENCH_STATION_N=300 \
-        cargo bench --quiet --bench key_custody
-    echo "## entra_bearer"
-    ENTRA_BENCH_N=4000 ENTRA_BENCH_CONCURRENCY=1,16 ENTRA_BENCH_USERS=10,1000 \
-        cargo bench --quiet --bench entra_bearer
+    echo "# parts: ${BENCH_PARTS:-all}"
+    if want cert; then
+        echo "## iotc cert bench, ec-p256"
+        target/release/iotc cert bench --count 10000 --key-type ec-p256 --openssl-count 200 \
+            --encrypted-count 1000 --keep --dir "$TMPDIR"
+        echo "## iotc cert bench, rsa-2048"
+        target/release/iotc cert bench --count 500 --key-type rsa-2048 --openssl-count 50 \
+            --encrypted-count 100 --keep --dir "$TMPDIR"
+    fi
+    if want hsm; then
+        echo "## iotc cert bench --hsm-ca (CA key in SoftHSM2), ec-p256"
+        target/release/iotc cert bench --hsm-ca "$hsm/hsm-root" --count 10000 --signatures 10000 \
+            --openssl-count 200 --keep --dir "$TMPDIR"
+    fi
+    if want emulator_api; then
+        echo "## emulator_api"
+        EMU_BENCH_N=8000 EMU_BENCH_CONCURRENCY=1,8,32 EMU_BENCH_LIST_SIZES=1000,20000,100000 \
+            cargo bench --quiet --bench emulator_api
+    fi
+    if want dps; then
+        echo "## dps_register, root-signed devices"
+        DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=1,8,32,64 cargo bench --quiet --bench dps_register
+        echo "## dps_register, intermediate-signed devices"
+        DPS_BENCH_INTERMEDIATE=1 DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=32 \
+            cargo bench --quiet --bench dps_register
+        echo "## dps_register over MQTT, root-signed devices (next to the HTTPS lines above)"
+        DPS_BENCH_TRANSPORT=mqtt DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=1,32 \
+            cargo bench --quiet --bench dps_register
+    fi
+    if want workflow_batch; then
+        echo "## workflow_batch"
+        WF_BENCH_N=5000 WF_BENCH_CONCURRENCY=1,64 cargo bench --quiet --bench workflow_batch
+    fi
+    if want lifecycle; then
+        echo "## lifecycle (renew and revoke, 20 req/s and off)"
+        LC_BENCH_N=10000 LC_BENCH_CONCURRENCY=64 cargo bench --quiet --bench lifecycle
+    fi
+    if want key_custody; then
+        echo "## key_custody: a CSR batch next to station-made keys; stations sharing the limit"
+        KC_BENCH_CSR_N=10000 KC_BENCH_STATIONS=4 KC_BENCH_STATION_N=300 \
+            cargo bench --quiet --bench key_custody
+    fi
+    if want entra; then
+        echo "## entra_bearer"
+        ENTRA_BENCH_N=4000 ENTRA_BENCH_CONCURRENCY=1,16 ENTRA_BENCH_USERS=10,1000 \
+            cargo bench --quiet --bench entra_bearer
+    fi
     echo "# load average after: $(cat /proc/loadavg)"
 } 2>&1 | tee "$log"
 

@@ -124,9 +124,13 @@ pub struct RenewArgs {
     /// Folder in which the round's bundle folder renewal-N is made.
     #[arg(long)]
     pub out: PathBuf,
-    /// The CA that signs the new certificates: PREFIX_cert.pem and PREFIX_key.pem.
+    /// The CA that signs the new certificates: PREFIX_cert.pem with PREFIX_key.pem, or
+    /// PREFIX_key.uri when the key is in a PKCS#11 token.
     #[arg(long, value_name = "PREFIX")]
     pub ca: PathBuf,
+    /// The CA key in a PKCS#11 token (RFC 7512 URI), overriding PREFIX_key.pem / .uri.
+    #[arg(long, value_name = "URI")]
+    pub ca_key: Option<String>,
     /// File whose first line is the password of the CA key [else IOTC_CA_PASSWORD].
     #[arg(long, value_name = "FILE")]
     pub ca_password_file: Option<PathBuf>,
@@ -340,7 +344,11 @@ async fn renew(args: RenewArgs, global: &GlobalArgs) -> CliResult {
         )
         .into());
     }
-    let ca = load_ca(&args.ca, None, args.ca_password_file.as_deref())?;
+    let ca = load_ca(
+        &args.ca,
+        args.ca_key.as_deref(),
+        args.ca_password_file.as_deref(),
+    )?;
     let issuer = crate::cert::sha256_thumbprint(ca.cert_der());
     if let Some(dir) = &args.csr_dir {
         if !dir.is_dir() {

@@ -149,6 +149,34 @@ fn onboard_and_provision_sign_with_the_token() {
         );
     }
 
+    // Renewal signs through the token too; --ca-key names the key when the prefix has no
+    // PREFIX_key.uri beside its certificate.
+    std::fs::create_dir_all(emu.path("pki2")).unwrap();
+    std::fs::copy(
+        emu.path("pki/inter_cert.pem"),
+        emu.path("pki2/inter_cert.pem"),
+    )
+    .unwrap();
+    with_token(&emu, &h)
+        .args(["renew", "--journal", "out2.journal", "--out", "out2"])
+        .args([
+            "--ca",
+            "pki2/inter",
+            "--ca-key",
+            "pkcs11:token=line-1;object=inter",
+        ])
+        .args(["--no-password", "--no-progress"])
+        .assert()
+        .success();
+    for id in ["p-1", "p-2", "p-3"] {
+        let (ok, why) = openssl_verify(
+            &emu.path("pki/root_cert.pem"),
+            Some(&emu.path("pki/inter_cert.pem")),
+            &emu.path(&format!("out2/renewal-1/{id}/{id}_cert.pem")),
+        );
+        assert!(ok, "openssl verify renewed {id}: {why}");
+    }
+
     // Without the PIN nothing starts.
     provision(&emu, &h, 1, "n-", "out3")
         .env_remove("IOTC_PKCS11_PIN")
