@@ -44,6 +44,8 @@ async fn onboard(
             intermediate: Some(dir.join("intermediate")),
             password,
             name: group.to_string(),
+            root_key: None,
+            intermediate_key: None,
         },
         &mut steps,
     )?;

@@ -49,6 +49,8 @@ pub fn setup_group(
             intermediate: Some(dir.join("pki/line")),
             password: None,
             name: "bench".into(),
+            root_key: None,
+            intermediate_key: None,
         },
         &mut steps,
     )

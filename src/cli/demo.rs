@@ -102,6 +102,8 @@ pub async fn run(data_dir: Option<PathBuf>, devices: u64, json: bool) -> CliResu
             intermediate: Some(root.join("certs/intermediate")),
             password: None,
             name: DEMO_GROUP.into(),
+            root_key: None,
+            intermediate_key: None,
         },
         &mut steps,
     )?;

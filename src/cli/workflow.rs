@@ -224,6 +224,13 @@ pub struct OnboardX509Args {
     /// the devices.
     #[arg(long, value_name = "PREFIX")]
     pub intermediate: Option<PathBuf>,
+    /// The root's key in a PKCS#11 token (RFC 7512 URI), overriding PREFIX_key.pem / .uri.
+    #[arg(long, value_name = "URI")]
+    pub ca_key: Option<String>,
+    /// The intermediate's key in a PKCS#11 token (RFC 7512 URI), overriding its
+    /// PREFIX_key.pem / .uri.
+    #[arg(long, value_name = "URI", requires = "intermediate")]
+    pub intermediate_key: Option<String>,
     /// File whose first line is the password of the CA keys [else IOTC_CA_PASSWORD]; new CA
     /// keys are encrypted with it.
     #[arg(long, value_name = "FILE")]
@@ -660,6 +667,7 @@ async fn onboard_x509(args: OnboardX509Args, global: &GlobalArgs) -> CliResult {
     let ca_password = ca_password(args.ca_password_file.as_deref())?;
     let root_key = PathBuf::from(format!("{}_key.pem", args.ca.display()));
     let root_in_token = PathBuf::from(format!("{}_key.uri", args.ca.display())).exists();
+    let root_in_token = root_in_token || args.ca_key.is_some();
     if ca_password.is_none() && !args.run.no_password && !root_key.exists() && !root_in_token {
         return Err(
             "no password for the new CA key: give --ca-password-file FILE (or set \
@@ -673,6 +681,11 @@ IOTC_CA_PASSWORD), or pass --no-password"
         intermediate: args.intermediate.clone(),
         password: ca_password,
         name: group.to_owned(),
+        root_key: super::cert::key_uri_arg("--ca-key", args.ca_key.as_deref())?,
+        intermediate_key: super::cert::key_uri_arg(
+            "--intermediate-key",
+            args.intermediate_key.as_deref(),
+        )?,
     };
     let cas = onboard::ensure_ca(&spec, &mut steps).map_err(with_ca_password_hint)?;
     onboard::ensure_x509_group(

@@ -13,6 +13,7 @@ use crate::central::models::{
 };
 use crate::central::{CertificateEntry, Client};
 use crate::cert::{self, Authority, CaOptions, LeafOptions, WriteOptions};
+use crate::pkcs11::KeyUri;
 use crate::secret::Secret;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -138,6 +139,11 @@ pub struct CaSpec {
     pub password: Option<Secret>,
     /// Subject prefix for new CAs (e.g. the group id).
     pub name: String,
+    /// The root's key in a PKCS#11 token, overriding `PREFIX_key.pem` / `PREFIX_key.uri`
+    /// (the root's certificate must then exist: a token key is never made here).
+    pub root_key: Option<KeyUri>,
+    /// The intermediate's key in a PKCS#11 token, likewise.
+    pub intermediate_key: Option<KeyUri>,
 }
 
 /// The CAs of a group: the root and, when used, the intermediate.
@@ -200,15 +206,21 @@ fn write_ca(prefix: &Path, ca: &Authority, password: Option<&Secret>) -> Result<
 
 fn load_or_create(
     prefix: &Path,
+    key: Option<&KeyUri>,
     password: Option<&Secret>,
     steps: &mut Vec<Step>,
     step: &'static str,
     create: impl FnOnce() -> Result<Authority, cert::CertError>,
 ) -> Result<Authority, OnboardError> {
-    match ca_state(prefix) {
+    let (cert_there, key_there) = ca_state(prefix);
+    match (cert_there, key_there || key.is_some()) {
         (true, true) => {
-            let ca = Authority::load(prefix, password.map(Secret::expose))
-                .map_err(cert_err(format!("cannot load the CA {}", prefix.display())))?;
+            let loaded = match key {
+                Some(uri) => Authority::load_with_key_uri(prefix, uri),
+                None => Authority::load(prefix, password.map(Secret::expose)),
+            };
+            let ca =
+                loaded.map_err(cert_err(format!("cannot load the CA {}", prefix.display())))?;
             steps.push(Step {
                 step,
                 outcome: Outcome::Reused,
@@ -234,6 +246,11 @@ fn load_or_create(
             });
             Ok(ca)
         }
+        (false, true) if key.is_some() => Err(OnboardError::IncompleteCa(format!(
+            "{} does not exist: a CA whose key is in a token needs its certificate (make it with \
+             iotc cert root/intermediate --key-store)",
+            cert::prefixed_path(prefix, "_cert.pem").display(),
+        ))),
         (cert_there, _) => Err(OnboardError::IncompleteCa(format!(
             "{} exists but {} does not; refusing to guess (restore the missing file or use another prefix)",
             cert::prefixed_path(prefix, if cert_there { "_cert.pem" } else { "_key.pem" }).display(),
@@ -245,16 +262,24 @@ fn load_or_create(
 /// Loads the CAs, or makes and writes the ones that do not exist yet.
 pub fn ensure_ca(spec: &CaSpec, steps: &mut Vec<Step>) -> Result<CaSet, OnboardError> {
     let pw = spec.password.as_ref();
-    let root = load_or_create(&spec.root, pw, steps, "root CA", || {
-        Authority::new_root(&CaOptions {
-            cn: Some(format!("{} root CA", spec.name)),
-            ..CaOptions::default()
-        })
-    })?;
+    let root = load_or_create(
+        &spec.root,
+        spec.root_key.as_ref(),
+        pw,
+        steps,
+        "root CA",
+        || {
+            Authority::new_root(&CaOptions {
+                cn: Some(format!("{} root CA", spec.name)),
+                ..CaOptions::default()
+            })
+        },
+    )?;
     let intermediate = match &spec.intermediate {
         None => None,
         Some(prefix) => {
-            let inter = load_or_create(prefix, pw, steps, "intermediate CA", || {
+            let key = spec.intermediate_key.as_ref();
+            let inter = load_or_create(prefix, key, pw, steps, "intermediate CA", || {
                 root.issue_intermediate(&CaOptions {
                     cn: Some(format!("{} intermediate CA", spec.name)),
                     ..CaOptions::default()
@@ -502,6 +527,8 @@ mod tests {
             intermediate: Some(dir.path().join("ca/inter")),
             password: None,
             name: "line-1".into(),
+            root_key: None,
+            intermediate_key: None,
         };
         let mut steps = Vec::new();
         let first = ensure_ca(&spec, &mut steps).unwrap();
@@ -529,6 +556,8 @@ mod tests {
             intermediate: inter.map(|i| dir.path().join(i)),
             password: None,
             name: "g".into(),
+            root_key: None,
+            intermediate_key: None,
         };
         ensure_ca(&spec("a", None), &mut Vec::new()).unwrap();
         ensure_ca(&spec("b", Some("b-inter")), &mut Vec::new()).unwrap();

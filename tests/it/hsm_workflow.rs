@@ -177,6 +177,30 @@ fn onboard_and_provision_sign_with_the_token() {
         assert!(ok, "openssl verify renewed {id}: {why}");
     }
 
+    // onboard takes the token keys by URI as well: pki2 holds only the certificates.
+    std::fs::copy(
+        emu.path("pki/root_cert.pem"),
+        emu.path("pki2/root_cert.pem"),
+    )
+    .unwrap();
+    let a = with_token(&emu, &h)
+        .args(["onboard", "x509", "--group", "g-hsm2", "--ca", "pki2/root"])
+        .args(["--intermediate", "pki2/inter", "--no-password"])
+        .args(["--ca-key", "pkcs11:token=line-1;object=root"])
+        .args(["--intermediate-key", "pkcs11:token=line-1;object=inter"])
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
+    assert!(text.contains("reused"), "the token CAs were loaded: {text}");
+    let cert = emu
+        .rt
+        .block_on(c.get_enrollment_group_certificate("g-hsm2", CertificateEntry::Primary))
+        .unwrap();
+    assert!(
+        cert.verified,
+        "proof of possession signed by the named token key"
+    );
+
     // Without the PIN nothing starts.
     provision(&emu, &h, 1, "n-", "out3")
         .env_remove("IOTC_PKCS11_PIN")
