@@ -34,7 +34,7 @@ mod layering {
     use std::path::{Path, PathBuf};
 
     /// The module paths `text` names below `crate::` or `iotc::`, each as its first segment:
-    /// `crate::cli::output` gives `cli`; `crate::{cli, cert}` gives both.
+    /// `crate::workflow::report` gives `workflow`; `crate::{cert, dps}` gives both.
     fn named_layers(text: &str) -> Vec<String> {
         let mut out = Vec::new();
         for root in ["crate::", "iotc::"] {
@@ -87,7 +87,7 @@ mod layering {
                 .any(|l| rel.starts_with(l))
                 || rel == "src/ids.rs"
                 || rel == "src/secret.rs";
-            // The crate root only declares the modules (and holds this test's own strings).
+            // The crate root only declares the modules (and holds this test's own samples).
             let top = rel == "src/main.rs" || rel == "src/lib.rs";
             let forbidden: &[&str] = if rel.starts_with("src/cli/") || top {
                 &[]
@@ -113,7 +113,7 @@ mod layering {
 
     #[test]
     fn finds_layers_in_paths_and_groups() {
-        assert_eq!(named_layers("use crate::cli::output;"), ["cli"]);
+        assert_eq!(named_layers("use crate::workflow::report;"), ["workflow"]);
         assert_eq!(
             named_layers("use crate::{cert, emulator::Emulator};"),
             ["cert", "emulator"]
