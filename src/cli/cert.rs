@@ -437,20 +437,10 @@ fn fail(msg: impl Into<String>) -> CliError {
     msg.into().into()
 }
 
-/// Reads the first line of a secret file (a password, token or key); an empty first line is
-/// refused. The file's text is wiped from memory once the line is taken.
+/// Reads the first line of a secret file (a password, token or key) with
+/// [`crate::secret::read_secret_file`], its error naming what the file was for.
 pub(crate) fn read_password_file(path: &Path, what: &str) -> Result<Secret, CliError> {
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-        fail(format!(
-            "could not read {what} file {}: {e}",
-            path.display()
-        ))
-    })?);
-    let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
-    if line.is_empty() {
-        return Err(fail(format!("{what} file {} is empty", path.display())));
-    }
-    Ok(Secret::new(line))
+    crate::secret::read_secret_file(path).map_err(|e| fail(format!("{what} file: {e}")))
 }
 
 /// The password for new keys: file, environment, or explicitly none.

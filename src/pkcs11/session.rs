@@ -59,24 +59,15 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The PIN for a URI: the first line of `pin-source`, else `IOTC_PKCS11_PIN`, else none.
 fn pin_for(uri: &KeyUri) -> Result<Option<Secret>, Pkcs11Error> {
     if let Some(path) = uri.pin_source() {
-        let text = std::fs::read_to_string(path).map_err(|e| Pkcs11Error::PinFile {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let text = Secret::new(text);
-        let line = text
-            .expose()
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim_end_matches('\r');
-        if line.is_empty() {
-            return Err(Pkcs11Error::PinFile {
+        return crate::secret::read_secret_file(path)
+            .map(Some)
+            .map_err(|e| Pkcs11Error::PinFile {
                 path: path.to_owned(),
-                reason: "the file is empty".into(),
+                reason: match e {
+                    crate::secret::SecretFileError::Read { reason, .. } => reason,
+                    crate::secret::SecretFileError::Empty { .. } => "the file is empty".into(),
+                },
             });
-        }
-        return Ok(Some(Secret::new(line)));
     }
     Ok(std::env::var(PIN_ENV)
         .ok()

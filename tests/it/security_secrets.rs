@@ -465,3 +465,45 @@ fn entra_sign_in_at_trace_level_prints_no_client_secret_key_or_token() {
         );
     }
 }
+
+/// A password file its group or others can read still works, with one warning naming the
+/// chmod to run; a 0600 file gets none. The secret itself is never printed.
+#[test]
+fn a_secret_file_others_can_read_is_named_with_the_chmod_to_run() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let pw = dir.join("pw.txt");
+    std::fs::write(&pw, "a long passphrase\n").unwrap();
+    let root = |name: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_iotc"));
+        c.env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .args([
+                "cert",
+                "root",
+                "--name",
+                name,
+                "--out",
+                "c",
+                "--password-file",
+            ])
+            .arg(&pw)
+            .current_dir(dir);
+        c.output().unwrap()
+    };
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = root("loose");
+    let stderr = succeeded(&out, "cert root with a 0644 password file");
+    assert!(
+        stderr.contains("mode 644") && stderr.contains(&format!("chmod 600 {}", pw.display())),
+        "no warning about the 0644 file: {stderr}"
+    );
+    assert!(!stderr.contains("a long passphrase"), "{stderr}");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = root("tight");
+    let stderr = succeeded(&out, "cert root with a 0600 password file");
+    assert!(
+        !stderr.contains("chmod"),
+        "a warning about a 0600 file: {stderr}"
+    );
+}
