@@ -16,7 +16,7 @@ fn no_password_choice_and_pfx_without_password_are_refused() {
         &words("cert root --name root --out c --no-password --pfx"),
         "--pfx needs a password",
     );
-    std::fs::write(dir.join("empty.txt"), "").unwrap();
+    write_secret(&dir.join("empty.txt"), "");
     refused(
         dir,
         &words("cert root --name root --out c --password-file empty.txt"),
@@ -159,7 +159,7 @@ fn bad_ca_material_is_refused() {
         refused(dir, &a, needle)
     };
     // Wrong and missing CA password.
-    std::fs::write(dir.join("wrong.txt"), "nope\n").unwrap();
+    write_secret(&dir.join("wrong.txt"), "nope\n");
     run(
         dev("c/root", &["--ca-password-file", "wrong.txt"]),
         "wrong password",

@@ -59,8 +59,15 @@ pub fn openssl(dir: &Path, args: &[&str]) -> Run {
 /// A fresh temporary folder holding a password file `pw.txt` ("correct horse").
 pub fn workdir() -> tempfile::TempDir {
     let d = tempfile::tempdir().expect("tempdir");
-    std::fs::write(d.path().join("pw.txt"), "correct horse\n").expect("pw");
+    write_secret(&d.path().join("pw.txt"), "correct horse\n");
     d
+}
+
+/// Writes a secret file as a careful user does: 0600 (iotc warns about any looser mode).
+pub fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text).expect("secret file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
 /// All file names below `dir`, sorted (to prove nothing was written).
