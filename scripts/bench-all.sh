@@ -81,12 +81,12 @@ target/release/iotc cert root --name hsm-root --key-store 'pkcs11:token=bench;ob
     fi
     if want dps; then
         echo "## dps_register, root-signed devices"
-        DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=1,8,32,64 cargo bench --quiet --bench dps_register
+        DPS_BENCH_N=6000 DPS_BENCH_CONCURRENCY=1,8,32,64 cargo bench --quiet --bench dps_register
         echo "## dps_register, intermediate-signed devices"
         DPS_BENCH_INTERMEDIATE=1 DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=32 \
             cargo bench --quiet --bench dps_register
         echo "## dps_register over MQTT, root-signed devices (next to the HTTPS lines above)"
-        DPS_BENCH_TRANSPORT=mqtt DPS_BENCH_N=2000 DPS_BENCH_CONCURRENCY=1,32 \
+        DPS_BENCH_TRANSPORT=mqtt DPS_BENCH_N=6000 DPS_BENCH_CONCURRENCY=1,8,32,64 \
             cargo bench --quiet --bench dps_register
     fi
     if want workflow_batch; then

@@ -104,7 +104,7 @@ impl Default for ClientOptions {
 /// A DPS device client for one ID scope and one device identity.
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    http: std::sync::OnceLock<reqwest::Client>,
     id_scope: IdScope,
     attestation: Attestation,
     opts: Arc<ClientOptions>,
@@ -152,31 +152,13 @@ impl Client {
                 },
             )?)),
         };
-        let mut builder = reqwest::Client::builder()
-            .timeout(opts.request_timeout)
-            .connect_timeout(opts.request_timeout)
-            .user_agent(concat!("iotc/", env!("CARGO_PKG_VERSION")));
-        if !opts.reuse_connections {
-            builder = builder.pool_max_idle_per_host(0);
+        // Over MQTT the HTTPS client serves only a status lookup: made when one is asked for,
+        // not with every client (a registration over MQTT would pay for a second TLS
+        // configuration and an HTTP client it never uses).
+        let http = std::sync::OnceLock::new();
+        if mqtt.is_none() {
+            let _ = http.set(https_client(&opts, &attestation)?);
         }
-        let identity = match &attestation {
-            Attestation::X509(id) => Some(id),
-            Attestation::SymmetricKey(_) => None,
-        };
-        let in_token = identity.is_some_and(|id| id.token_signing_key().is_some());
-        builder = match (&opts.ca_pem, identity) {
-            (Some(ca), _) => builder.tls_backend_preconfigured(https_config(Some(ca), identity)?),
-            // A key in a token signs through our own rustls configuration (reqwest's
-            // identity wants the key's bytes), trusting what reqwest would: the platform.
-            (None, Some(id)) if in_token => {
-                builder.tls_backend_preconfigured(https_config(None, Some(id))?)
-            }
-            (None, Some(id)) => builder.identity(reqwest_identity(id)?),
-            (None, None) => builder,
-        };
-        let http = builder
-            .build()
-            .map_err(|e| DpsError::BuildClient(error_chain(&e)))?;
         Ok(Client {
             http,
             id_scope,
@@ -185,6 +167,15 @@ impl Client {
             base,
             mqtt,
         })
+    }
+
+    /// The HTTPS client, made on first use when the transport is MQTT.
+    fn http(&self) -> Result<&reqwest::Client, DpsError> {
+        if let Some(c) = self.http.get() {
+            return Ok(c);
+        }
+        let c = https_client(&self.opts, &self.attestation)?;
+        Ok(self.http.get_or_init(|| c))
     }
 
     /// The ID scope.
@@ -225,9 +216,10 @@ impl Client {
             self.id_scope,
             path_segment(registration_id.as_str())
         );
+        let http = self.http()?;
         let (mut status, mut wait): (RegistrationOperationStatus, _) = self
             .send_with_retries("register", registration_id, deadline, || {
-                self.http.put(&url).json(&body)
+                http.put(&url).json(&body)
             })
             .await?;
         loop {
@@ -253,7 +245,7 @@ impl Client {
             );
             (status, wait) = self
                 .send_with_retries("poll operation", registration_id, deadline, || {
-                    self.http.get(&poll_url)
+                    http.get(&poll_url)
                 })
                 .await?;
         }
@@ -276,9 +268,10 @@ impl Client {
             registration_id: Some(registration_id.to_string()),
             ..Default::default()
         };
+        let http = self.http()?;
         let (result, _) = self
             .send_with_retries("status lookup", registration_id, deadline, || {
-                self.http.post(&url).json(&body)
+                http.post(&url).json(&body)
             })
             .await?;
         Ok(result)
@@ -543,6 +536,38 @@ fn https_config(
 /// `ca_pem` when given, else the platform's roots (as reqwest does), and presenting the
 /// X.509 `identity` when there is one, its key from memory or through its token. No ALPN:
 /// the caller sets what its protocol needs.
+/// The HTTPS client of one device: its identity in the TLS handshake, the CA to trust.
+fn https_client(
+    opts: &ClientOptions,
+    attestation: &Attestation,
+) -> Result<reqwest::Client, DpsError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(opts.request_timeout)
+        .connect_timeout(opts.request_timeout)
+        .user_agent(concat!("iotc/", env!("CARGO_PKG_VERSION")));
+    if !opts.reuse_connections {
+        builder = builder.pool_max_idle_per_host(0);
+    }
+    let identity = match attestation {
+        Attestation::X509(id) => Some(id),
+        Attestation::SymmetricKey(_) => None,
+    };
+    let in_token = identity.is_some_and(|id| id.token_signing_key().is_some());
+    builder = match (&opts.ca_pem, identity) {
+        (Some(ca), _) => builder.tls_backend_preconfigured(https_config(Some(ca), identity)?),
+        // A key in a token signs through our own rustls configuration (reqwest's
+        // identity wants the key's bytes), trusting what reqwest would: the platform.
+        (None, Some(id)) if in_token => {
+            builder.tls_backend_preconfigured(https_config(None, Some(id))?)
+        }
+        (None, Some(id)) => builder.identity(reqwest_identity(id)?),
+        (None, None) => builder,
+    };
+    builder
+        .build()
+        .map_err(|e| DpsError::BuildClient(error_chain(&e)))
+}
+
 pub(super) fn rustls_config(
     ca_pem: Option<&[u8]>,
     identity: Option<&X509Identity>,

@@ -195,7 +195,8 @@ impl Connector {
         .map_err(|e| send_err(format!("TLS: {}", error_chain(&e))))?;
         let mut conn = Conn {
             tls,
-            buffer: BytesMut::new(),
+            // Room for an assigned registration state (about 2 KB) in one read.
+            buffer: BytesMut::with_capacity(4096),
             out: BytesMut::new(),
             next_packet_id: 0,
             timeout: opts.request_timeout,

@@ -121,6 +121,10 @@ impl Store {
         ))
         .map_err(db)?;
         conn.execute_batch(super::stats::SCHEMA).map_err(db)?;
+        for (kind, field) in MATCH_INDEXES {
+            conn.execute_batch(&match_index_sql(kind, field))
+                .map_err(db)?;
+        }
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -202,23 +206,59 @@ pub fn list<T: DeserializeOwned>(c: &Connection, kind: &str) -> ApiResult<Vec<T>
     Ok(out)
 }
 
+/// The (kind, top-level field) pairs [`list_matching`] finds through an index of their own
+/// (a partial expression index per pair, made with the schema): the bearer-token check's
+/// look-up of the users an `oid` names, on every request, with however many users and
+/// devices the application has.
+const MATCH_INDEXES: &[(&str, &str)] = &[(kind::USER, "objectId")];
+
+/// A kind or field name that may go into SQL text: ASCII letters, digits and `_`.
+fn sql_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The partial expression index of one [`MATCH_INDEXES`] pair.
+fn match_index_sql(kind: &str, field: &str) -> String {
+    format!(
+        "CREATE INDEX IF NOT EXISTS resources_{kind}_{field} ON resources \
+         (lower(json_extract(body, '$.{field}'))) WHERE kind = '{kind}';"
+    )
+}
+
+/// The query of [`list_matching`]: the kind and the path literal, as the partial index has
+/// them, and the index named for a pair of [`MATCH_INDEXES`] (without statistics SQLite
+/// would rather walk the kind in `seq` order than sort the few matches).
+fn match_sql(kind: &str, field: &str) -> String {
+    let indexed = if MATCH_INDEXES.contains(&(kind, field)) {
+        format!(" INDEXED BY resources_{kind}_{field}")
+    } else {
+        String::new()
+    };
+    format!(
+        "SELECT body FROM resources{indexed} WHERE kind = '{kind}' \
+         AND lower(json_extract(body, '$.{field}')) IN (SELECT lower(value) FROM json_each(?1)) \
+         ORDER BY seq"
+    )
+}
+
 /// Reads the documents of a kind whose top-level string field `field` is one of `values`
 /// (ASCII case-insensitively), in creation order. The filter runs in SQLite, so only the
-/// matches are parsed: what the bearer-token check needs on every request, with however many
-/// users the application has.
+/// matches are parsed; for a pair of [`MATCH_INDEXES`] only the matches are read. `kind` and
+/// `field` are names of this crate (letters, digits, `_`), never a caller's input.
 pub fn list_matching<T: DeserializeOwned>(
     c: &Connection,
     kind: &str,
     field: &str,
     values: &[&str],
 ) -> ApiResult<Vec<T>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT body FROM resources WHERE kind = ?1 \
-         AND lower(json_extract(body, '$.' || ?2)) IN (SELECT lower(value) FROM json_each(?3)) \
-         ORDER BY seq",
-    )?;
+    if !sql_name(kind) || !sql_name(field) {
+        return Err(ApiError::internal(format!(
+            "list_matching: {kind:?}/{field:?} is not a plain name"
+        )));
+    }
+    let mut stmt = c.prepare_cached(&match_sql(kind, field))?;
     let values = serde_json::to_string(values)?;
-    let rows = stmt.query_map(params![kind, field, values], |r| r.get::<_, String>(0))?;
+    let rows = stmt.query_map(params![values], |r| r.get::<_, String>(0))?;
     let mut out = Vec::new();
     for row in rows {
         out.push(serde_json::from_str(&row?)?);
@@ -364,6 +404,55 @@ pub fn require<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_are_matched_by_object_id_through_their_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join(DB_FILE)).unwrap();
+        s.write(|c| {
+            for i in 0..50 {
+                put(
+                    c,
+                    kind::DEVICE,
+                    &format!("d{i}"),
+                    &serde_json::json!({"objectId": "x"}),
+                )?;
+                put(
+                    c,
+                    kind::USER,
+                    &format!("u{i}"),
+                    &serde_json::json!({"objectId": format!("OID-{i}")}),
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let found: Vec<serde_json::Value> = s
+            .read(|c| list_matching(c, kind::USER, "objectId", &["oid-7", "Oid-42", "x"]))
+            .unwrap();
+        let oids: Vec<&str> = found
+            .iter()
+            .map(|v| v["objectId"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            oids,
+            ["OID-7", "OID-42"],
+            "case-insensitive, users only, creation order"
+        );
+        let plan: Vec<String> = s
+            .read(|c| {
+                let sql = format!("EXPLAIN QUERY PLAN {}", match_sql(kind::USER, "objectId"));
+                let mut stmt = c.prepare(&sql)?;
+                let rows = stmt.query_map(params!["[]"], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING INDEX resources_user_objectId")),
+            "the look-up reads every user: {plan:?}"
+        );
+    }
 
     #[test]
     fn scan_resumes_after_a_position_in_either_order() {

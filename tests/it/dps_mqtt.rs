@@ -87,6 +87,12 @@ async fn x509_via_root_and_intermediate_over_mqtt_is_the_https_registration() {
     let https = env.device_client(&dev);
     let looked_up = https.status_lookup(&rid("mq-root-1")).await.unwrap();
     assert_eq!(looked_up.etag, over_mqtt.etag);
+    // An MQTT-transport client looks up over HTTPS too (its HTTPS client made on first use).
+    let looked_up = mqtt_device_client(&env, &dev)
+        .status_lookup(&rid("mq-root-1"))
+        .await
+        .unwrap();
+    assert_eq!(looked_up.etag, over_mqtt.etag);
     let again = https.register(&rid("mq-root-1"), None).await.unwrap();
     assert_eq!(again.created_date_time_utc, over_mqtt.created_date_time_utc);
     assert_ne!(again.etag, over_mqtt.etag);
