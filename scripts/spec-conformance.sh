@@ -32,7 +32,7 @@
 # tests/it/dps_x509.rs (schemathesis cannot present a client certificate per request).
 #
 # Bounded: SPEC_MAX_EXAMPLES cases per operation (default 25) and SPEC_MAX_TIME seconds in
-# all (default 300, shared 3:3:2:2 by the four runs; CI gives 150), so the step stays within 5 minutes.
+# all (default 300, shared 3:3:2:2 by the four runs; CI gives 115, to end with fuzzing), so the step stays within 5 minutes.
 #
 # Usage: scripts/spec-conformance.sh [path/to/iotc]   (default: target/debug/iotc)
 #        scripts/spec-conformance.sh --install-only    (only the venv: CI makes it early)
