@@ -193,7 +193,7 @@ PY
 # VERSION:FILE. 2022-06-30-preview (what the Azure CLI's IoT extension sends) has no file in
 # ../shared/spec: it is driven by the 2022-07-31 file's operations at its own api-version, as
 # its seed resources have the GA's shapes (docs/emulator.md, "API versions"); its own list
-# options ($filter, $top, $orderby) are tested by tests/it/emulator_lists.rs.
+# options ($filter, $top, $orderby) are tested by tests/it/emulator_fleet.rs.
 central_time=$((max_time * 3 / 10))
 alias_time=$((max_time * 2 / 10))
 dps_time=$((max_time - 2 * central_time - alias_time))
