@@ -10,12 +10,12 @@ use predicates::prelude::*;
 const GROUP_KEY: &str =
     "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==";
 
-/// A file holding `text` (secrets come from files, never from a flag's value); the folder
-/// lives as long as the returned guard.
+/// A 0600 file holding `text` (secrets come from files, never from a flag's value); the
+/// folder lives as long as the returned guard.
 fn secret_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("secret.txt");
-    std::fs::write(&f, format!("{text}\n")).unwrap();
+    crate::common_cert::write_secret(&f, &format!("{text}\n"));
     (dir, f)
 }
 
